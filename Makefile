@@ -1,0 +1,39 @@
+# Two commands for a newcomer: `make demo` and `make test`. Each creates .venv with pip.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The CUDA builds run on the CPU; these exact releases install from the machine's disk.
+TORCH := torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[demo]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[test,demo,viz,cli]'
+	touch $@
+
+demo: $(VENV)/.demo
+	$(PY) -m fattr demo --out out/demo
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(PY) -m ruff check fattr tests benchmarks examples
+
+bench: $(VENV)/.test
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,30 @@
+"""fattr: functional feature attribution for PyTorch on torch.func.
+
+Every method is a constructor that takes a model function and static configuration and returns
+a pure attribution function `attr(params, x, target=None, **per_call) -> Tensor`:
+
+>>> f, params = fattr.functional(model.eval())
+>>> ig = fattr.integrated_gradients(f, steps=32)
+>>> a = ig(params, x, target=labels)
+"""
+
+from fattr.core import functional, per_example
+from fattr.errors import FattrError, FattrTypeError
+from fattr.gradient import (
+    completeness_gap,
+    gradient_shap,
+    input_x_gradient,
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+    smoothgrad_sq,
+    vargrad,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FattrError", "FattrTypeError", "completeness_gap", "functional", "gradient_shap",
+    "input_x_gradient", "integrated_gradients", "per_example", "saliency", "smoothgrad",
+    "smoothgrad_sq", "vargrad",
+]

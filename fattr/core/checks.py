@@ -1,0 +1,56 @@
+"""Checks on user input, done once at the public boundary of every method.
+
+Checks that need values (finiteness, target ranges) look through torch.func's wrappers with
+`concrete`, so they also run inside `vmap` and `grad`, where `bool(tensor)` is not allowed.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch._C._functorch as _functorch
+from torch import Tensor, nn
+
+from fattr.errors import FattrError
+
+_TRAIN_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout)
+
+
+def concrete(t: Tensor) -> Tensor:
+    """The plain tensor under torch.func's wrappers (all vmap levels at once), for value checks."""
+    while (_functorch.is_batchedtensor(t) or _functorch.is_gradtrackingtensor(t)
+           or _functorch.is_functionaltensor(t)):
+        t = _functorch.get_unwrapped(t)
+    return t
+
+
+def check_input(x: object, method: str, *, gradient: bool = True) -> Tensor:
+    """x must be a finite tensor with a batch axis; gradient methods need floating point."""
+    if not isinstance(x, Tensor):
+        raise FattrError(f"{method}: x must be a torch.Tensor, got {type(x).__name__}.")
+    if x.ndim == 0:
+        raise FattrError(f"{method}: x must have a batch axis, got a 0-d tensor. "
+                         "Pass x[None] for one example, or use fattr.per_example(f).")
+    if gradient and not x.is_floating_point():
+        raise FattrError(
+            f"{method}: x has dtype {x.dtype}, but gradients need a floating-point input. "
+            "For token ids, attribute the embeddings instead (a model function of "
+            "inputs_embeds), or convert with x.float() if the values are continuous.")
+    if x.is_floating_point() or x.is_complex():
+        values = concrete(x)
+        if values.numel() and not bool(torch.isfinite(values).all()):
+            raise FattrError(f"{method}: x contains NaN or Inf; attributions of non-finite "
+                             "inputs are meaningless. Clean the input first.")
+    return x
+
+
+def check_eval_mode(module: nn.Module | None, method: str) -> None:
+    """Attribution is defined on an eval-mode model: BatchNorm and Dropout must not be training."""
+    if module is None:
+        return
+    for name, sub in module.named_modules():
+        if sub.training and isinstance(sub, _TRAIN_SENSITIVE):
+            where = f"'{name}'" if name else "the model itself"
+            raise FattrError(
+                f"{method}: {where} ({type(sub).__name__}) is in training mode, so the model "
+                "is random (Dropout) or batch-dependent (BatchNorm) and attributions would be "
+                "too. Call model.eval() before attributing.")

@@ -1,0 +1,181 @@
+"""Model functions: `functional(module)`, `per_example(f)` and the boundary every method shares.
+
+A model function is anything callable as `f(params, x)` on a batch. `functional(module)` makes
+one from an `nn.Module` and keeps the module tree on `f.module` for methods that rewrite it or
+tap its layers. `per_example(f)` is the same model as a function of one example, for JAX-style
+`vmap`. Internally every method sees a `Model`: the batched function, the `output=` selector,
+and whether calls arrive one example at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils import _pytree as pytree
+
+from fattr.core.checks import check_eval_mode, check_input
+from fattr.core.targets import Target, TargetSpec
+from fattr.errors import FattrTypeError
+
+Params = Mapping[str, Tensor]
+ModelFn = Callable[..., Any]
+
+
+class FunctionalModel:
+    """`module` as a pure function: `f(params, x, *args) == module(x, *args)` with `params`."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+
+    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        return torch.func.functional_call(self.module, dict(params), (x, *args), kwargs)
+
+    def __repr__(self) -> str:
+        return f"functional({type(self.module).__name__})"
+
+
+def functional(module: nn.Module) -> tuple[FunctionalModel, dict[str, Tensor]]:
+    """Split `module` into a pure function and its parameters and buffers.
+
+    Returns `(f, params)` with `f(params, x, *args) == module(x, *args)`. `params` maps the
+    `named_parameters()` and `named_buffers()` names to detached tensors that share storage with
+    the module (no copies; later in-place updates of the module show through). Pass tensors that
+    require grad, or differentiate with `torch.func.grad`, to differentiate attributions with
+    respect to the parameters.
+
+    >>> f, params = fattr.functional(model.eval())
+    >>> torch.allclose(f(params, x), model(x))
+    True
+    """
+    if not isinstance(module, nn.Module):
+        raise FattrTypeError(
+            f"functional: expected a torch.nn.Module, got {type(module).__name__}.")
+    params = {name: p.detach() for name, p in module.named_parameters()}
+    params.update({name: b.detach() for name, b in module.named_buffers()})
+    return FunctionalModel(module), params
+
+
+class PerExample:
+    """A batched model function seen as a function of ONE example (no batch axis)."""
+
+    def __init__(self, batched: ModelFn):
+        self.batched = batched
+        self.module = getattr(batched, "module", None)
+
+    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        out = self.batched(params, x.unsqueeze(0), *args, **kwargs)
+        return pytree.tree_map_only(Tensor, lambda t: t.squeeze(0), out)
+
+    def __repr__(self) -> str:
+        return f"per_example({self.batched!r})"
+
+
+def per_example(f: ModelFn) -> PerExample:
+    """The model `f` as a function of one example: `x` and the output have no batch axis.
+
+    Every method accepts it, so per-example attribution functions compose with `vmap`:
+
+    >>> attr = fattr.integrated_gradients(fattr.per_example(f))
+    >>> torch.func.vmap(attr, in_dims=(None, 0, 0))(params, xs, targets)  # == batched call
+
+    The result keeps `.module`, so rewriting and layer methods work on it too.
+    """
+    if isinstance(f, PerExample):
+        return f
+    if not callable(f):
+        raise FattrTypeError(f"per_example: expected a model function, got {type(f).__name__}.")
+    return PerExample(f)
+
+
+@dataclass(frozen=True)
+class Model:
+    """What a method knows about its model: the batched function and how calls arrive."""
+
+    fn: ModelFn
+    output: Callable[[Any], Tensor] | None
+    per_example: bool
+    method: str
+
+    @property
+    def module(self) -> nn.Module | None:
+        return getattr(self.fn, "module", None)
+
+    def require_module(self) -> nn.Module:
+        """The module tree, for methods that rewrite it or tap its layers."""
+        module = self.module
+        if not isinstance(module, nn.Module):
+            raise FattrTypeError(
+                f"{self.method}: this method needs the module tree, but the model function "
+                f"{self.fn!r} has none. Build it with `f, params = fattr.functional(model)`.")
+        return module
+
+    def __call__(self, params: Params, x: Tensor) -> Tensor:
+        out = self.fn(params, x)
+        return self.output(out) if self.output is not None else out
+
+
+def as_model(f: ModelFn, output: Callable[[Any], Tensor] | None, method: str) -> Model:
+    """Normalize a method's model argument once, in its constructor."""
+    if isinstance(f, Model):
+        return Model(f.fn, output or f.output, f.per_example, method)
+    if not callable(f):
+        raise FattrTypeError(f"{method}: the model must be callable as f(params, x); got "
+                             f"{type(f).__name__}. Use `f, params = fattr.functional(model)`.")
+    if output is not None and not callable(output):
+        raise FattrTypeError(f"{method}: output= must be a callable that picks a tensor from the "
+                             f"model's output, got {type(output).__name__}.")
+    if isinstance(f, PerExample):
+        return Model(f.batched, output, True, method)
+    return Model(f, output, False, method)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One attribution call after validation: a batched `x` and its `Target`."""
+
+    x: Tensor
+    target: Target
+
+    @property
+    def batch(self) -> int:
+        return self.x.shape[0]
+
+
+def attribution(model: Model, compute: Callable[..., Tensor], *, gradient: bool = True,
+                empty: Callable[[Tensor], Tensor] = torch.zeros_like,
+                batched_kwargs: tuple[str, ...] = (), doc: str | None = None,
+                ) -> Callable[..., Tensor]:
+    """The public attribution function around `compute(params, call, **per_call)`.
+
+    Validates once at the boundary (input, eval mode, target form), adds the batch axis for
+    per-example models, returns an empty result for an empty batch, and removes the batch axis
+    again on the way out. `batched_kwargs` names the per-call arguments that may hold one row
+    per example (such as `baseline`), so wrappers like `smoothgrad` can repeat them with x.
+    """
+    method = model.method
+
+    def attribute(params: Params, x: Tensor, target: TargetSpec = None, **per_call: Any) -> Tensor:
+        check_input(x, method, gradient=gradient)
+        check_eval_mode(model.module, method)
+        if model.per_example:
+            x = x.unsqueeze(0)
+            if isinstance(target, Tensor):
+                target = target.unsqueeze(0)
+        call = Call(x, Target(target, x.shape[0], x.device, method))
+        if call.batch == 0:
+            result = empty(x)
+        else:
+            result = compute(params, call, **per_call)
+        return result.squeeze(0) if model.per_example else result
+
+    attribute.__name__ = method
+    attribute.__qualname__ = method
+    attribute.__doc__ = doc
+    attribute.per_example = model.per_example  # type: ignore[attr-defined]
+    attribute.batched_kwargs = batched_kwargs  # type: ignore[attr-defined]
+    return attribute
+
