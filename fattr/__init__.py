@@ -21,6 +21,10 @@ from fattr.gradient import (
     vargrad,
 )
 
+from fattr.cam import *  # noqa: F403
+from fattr.layers import *  # noqa: F403
+from fattr.rules import *  # noqa: F403
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -1,0 +1,3 @@
+"""fattr.cam"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""fattr.layers"""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""fattr.rules"""
+
+__all__: list[str] = []

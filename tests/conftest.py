@@ -1,0 +1,96 @@
+"""Shared fixtures: seeded float64 models, small real architectures, the digits data set."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one core per xdist worker
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+def mlp(seed: int = 0, d_in: int = 5, hidden: int = 8, d_out: int = 3,
+        act: type[nn.Module] = nn.ReLU) -> nn.Module:
+    """A small float64 MLP in eval mode."""
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(d_in, hidden), act(), nn.Linear(hidden, hidden), act(),
+                         nn.Linear(hidden, d_out)).double().eval()
+
+
+def small_cnn(seed: int = 0, classes: int = 4) -> nn.Module:
+    """A float64 CNN with BatchNorm, in-place ReLU, max pooling and a linear head."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2), nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(24, classes)).double()
+    with torch.no_grad():  # non-trivial BatchNorm statistics
+        bn = net[1]
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.2, 0.2)
+    return net.eval()
+
+
+def resnet18(seed: int = 0, classes: int = 10) -> nn.Module:
+    """torchvision resnet18 with random weights and randomized BatchNorm statistics."""
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.resnet18(num_classes=classes)
+    randomize_batchnorm(net)
+    return net.eval()
+
+
+def randomize_batchnorm(net: nn.Module) -> None:
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+
+def state_snapshot(module: nn.Module) -> dict:
+    """Everything a method must leave untouched: tensors, module types, flags and hooks."""
+    return {
+        "tensors": {k: v.detach().clone() for k, v in module.state_dict(keep_vars=True).items()},
+        "types": [(n, type(m)) for n, m in module.named_modules()],
+        "training": [(n, m.training) for n, m in module.named_modules()],
+        "hooks": [(n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+                   len(getattr(m, "_backward_pre_hooks", {})))
+                  for n, m in module.named_modules()],
+        "inplace": [(n, getattr(m, "inplace", None)) for n, m in module.named_modules()],
+        "requires_grad": [(n, p.requires_grad) for n, p in module.named_parameters()],
+    }
+
+
+def assert_unchanged(module: nn.Module, before: dict) -> None:
+    after = state_snapshot(module)
+    assert before["types"] == after["types"]
+    assert before["training"] == after["training"]
+    assert before["hooks"] == after["hooks"]
+    assert before["inplace"] == after["inplace"]
+    assert before["requires_grad"] == after["requires_grad"]
+    for k, v in before["tensors"].items():
+        assert torch.equal(v, after["tensors"][k]), k
+
+
+@pytest.fixture
+def digits():
+    """scikit-learn's bundled handwritten digits as (x, y) float tensors, x of shape (N, 1, 8, 8)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return x, torch.tensor(d.target)
