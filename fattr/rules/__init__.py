@@ -1,3 +1,6 @@
-"""fattr.rules"""
+"""Modified backpropagation: module-tree rewriting and activation rules."""
 
-__all__: list[str] = []
+from fattr.rules.guided_backprop import guided_backprop
+from fattr.rules.rewrite import rewrite
+
+__all__ = ["guided_backprop", "rewrite"]
