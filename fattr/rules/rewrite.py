@@ -118,7 +118,7 @@ class RuleMode(TorchFunctionMode):
         self.functions = functions
         self.refuse = refuse
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         rule = self.functions.get(func)
         if rule is not None:
