@@ -8,6 +8,8 @@ a pure attribution function `attr(params, x, target=None, **per_call) -> Tensor`
 >>> a = ig(params, x, target=labels)
 """
 
+from fattr import lrp
+from fattr.cam import *  # noqa: F403
 from fattr.core import functional, per_example
 from fattr.errors import FattrError, FattrTypeError
 from fattr.gradient import (
@@ -20,8 +22,6 @@ from fattr.gradient import (
     smoothgrad_sq,
     vargrad,
 )
-
-from fattr.cam import *  # noqa: F403
 from fattr.layers import *  # noqa: F403
 from fattr.rules import *  # noqa: F403
 
@@ -29,6 +29,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FattrError", "FattrTypeError", "completeness_gap", "functional", "gradient_shap",
-    "input_x_gradient", "integrated_gradients", "per_example", "saliency", "smoothgrad",
+    "input_x_gradient", "integrated_gradients", "lrp", "per_example", "saliency", "smoothgrad",
     "smoothgrad_sq", "vargrad",
 ]

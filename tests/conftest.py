@@ -88,7 +88,7 @@ def assert_unchanged(module: nn.Module, before: dict) -> None:
 
 @pytest.fixture
 def digits():
-    """scikit-learn's bundled handwritten digits as (x, y) float tensors, x of shape (N, 1, 8, 8)."""
+    """scikit-learn's bundled handwritten digits: x (N, 1, 8, 8) in [0, 1], y (N,)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()

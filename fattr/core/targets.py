@@ -77,10 +77,10 @@ class Target:
             chosen = out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out
             what = "None"
         elif isinstance(spec, int):
-            self._check_index((spec,), out.shape)
+            self._check_index((spec,), out)
             chosen, what = out[:, spec], f"{spec}"
         elif isinstance(spec, tuple):
-            self._check_index(spec, out.shape)
+            self._check_index(spec, out)
             chosen, what = out[(slice(None), *spec)], f"{spec}"
         elif isinstance(spec, Tensor):
             index = spec if rows is None else spec[rows]
@@ -92,33 +92,37 @@ class Target:
                                  f"{type(chosen).__name__}.")
         if chosen.shape != out.shape[:1]:
             raise FattrError(
-                f"{self.method}: target {what} selects shape {tuple(chosen.shape)} from the "
-                f"output of shape {tuple(out.shape)}, but one scalar per example is needed, "
-                f"shape ({out.shape[0]},). Pass an index for every output axis (an int or a "
+                f"{self.method}: target {what} selects shape {self._shape(chosen)} from the "
+                f"output of shape {self._shape(out)}, but one scalar per example is needed, "
+                f"shape ({self.batch},). Pass an index for every output axis (an int or a "
                 "tuple), or a callable that reduces, e.g. lambda out: out[:, c].sum((1, 2)).")
         return chosen
 
-    def _check_index(self, index: tuple[int, ...], shape: torch.Size) -> None:
-        if len(index) > len(shape) - 1:
+    def _shape(self, t: Tensor) -> tuple[int, ...]:
+        """A shape as the user sees it: with the batch size, not the internal row count."""
+        return (self.batch, *t.shape[1:])
+
+    def _check_index(self, index: tuple[int, ...], out: Tensor) -> None:
+        if len(index) > out.ndim - 1:
             raise FattrError(f"{self.method}: target {index} has {len(index)} indices but the "
-                             f"output of shape {tuple(shape)} has {len(shape) - 1} axes after "
+                             f"output of shape {self._shape(out)} has {out.ndim - 1} axes after "
                              "the batch axis.")
-        for i, size in zip(index, shape[1:]):
+        for i, size in zip(index, out.shape[1:]):
             if not -size <= i < size:
                 raise FattrError(f"{self.method}: target {index if len(index) > 1 else i} is "
-                                 f"out of range for the output of shape {tuple(shape)}.")
+                                 f"out of range for the output of shape {self._shape(out)}.")
 
     def _gather(self, out: Tensor, index: Tensor) -> Tensor:
         depth = 1 if index.ndim == 1 else index.shape[1]
         if out.ndim < depth + 1:
             raise FattrError(f"{self.method}: a target of {depth} index per example does not "
-                             f"fit the output of shape {tuple(out.shape)}.")
+                             f"fit the output of shape {self._shape(out)}.")
         sizes = torch.tensor(out.shape[1:1 + depth], device=index.device)
         if not self._range_checked:
             values = concrete(index)
             if values.numel() and bool(((values < -sizes) | (values >= sizes)).any()):
                 raise FattrError(f"{self.method}: target indices {values.tolist()} are out of "
-                                 f"range for the output of shape {tuple(out.shape)}.")
+                                 f"range for the output of shape {self._shape(out)}.")
             self._range_checked = True
         index = index.reshape(index.shape[0], depth)
         index = torch.where(index < 0, index + sizes, index)

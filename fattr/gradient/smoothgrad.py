@@ -38,7 +38,11 @@ def _noise_average(name: str, reduce: Reduce, attr_fn: Callable[..., Tensor], sa
             if x.shape[0] == 0:
                 return attr_fn(params, x, target, **per_call)
         noisy = x + relative_noise(x, samples, stdev, generator, batched)
-        return reduce(attribute_samples(attr_fn, params, noisy, target, per_call, batch_size))
+        try:
+            return reduce(attribute_samples(attr_fn, params, noisy, target, per_call, batch_size))
+        except FattrError as err:  # the inner method saw samples * B rows: say so
+            raise FattrError(f"{name}: on the {samples} noisy copies of each example: {err}") \
+                from err
 
     attribute.__name__ = attribute.__qualname__ = name
     attribute.per_example = not batched  # type: ignore[attr-defined]
