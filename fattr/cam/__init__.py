@@ -1,3 +1,20 @@
-"""fattr.cam"""
+"""The CAM family: class activation maps as pure functions, plus FullGrad and guided CAMs."""
 
-__all__: list[str] = []
+from fattr.cam.ablationcam import ablationcam
+from fattr.cam.cameras import cameras
+from fattr.cam.eigencam import eigencam
+from fattr.cam.eigengradcam import eigengradcam
+from fattr.cam.fem import fem
+from fattr.cam.fullgrad import fullgrad, fullgrad_terms
+from fattr.cam.gradcam import gradcam
+from fattr.cam.gradcam_elementwise import gradcam_elementwise
+from fattr.cam.gradcam_plus_plus import gradcam_plus_plus
+from fattr.cam.guided import guided
+from fattr.cam.hirescam import hirescam
+from fattr.cam.layercam import layercam
+from fattr.cam.scorecam import scorecam
+from fattr.cam.xgradcam import xgradcam
+
+__all__ = ["ablationcam", "cameras", "eigencam", "eigengradcam", "fem", "fullgrad",
+           "fullgrad_terms", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "guided",
+           "hirescam", "layercam", "scorecam", "xgradcam"]

@@ -1,0 +1,71 @@
+"""Score-CAM (Wang et al. 2020), batched across images and channels."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fattr.cam.engine import LayerCam, Reshape, Upsample, minmax, resize, spatial
+from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.gradients import scores
+from fattr.core.model import Call, ModelFn, Params
+from fattr.layers.taps import LayerSpec
+
+
+def channel_rows(maps: Tensor) -> tuple[Tensor, Tensor]:
+    """(example, channel) index of every (image, channel) pair of (B, C, ...) maps, image-major."""
+    batch, channels = maps.shape[:2]
+    example = torch.arange(batch, device=maps.device).repeat_interleave(channels)
+    return example, torch.arange(channels, device=maps.device).repeat(batch)
+
+
+def weighted_channels(weights: Tensor, maps: Tensor) -> Tensor:
+    """sum_c w_c A_c for weights (B, C) and maps (B, C, *s) -> (B, *s)."""
+    return (weights.reshape(*weights.shape, *([1] * (maps.ndim - 2))) * maps).sum(1)
+
+
+def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = True,
+             batch_size: int | None = 64, *, reshape: Reshape = None,
+             output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
+    """Score-CAM: each channel, used as a soft mask on the input, is weighted by the score it
+    keeps.
+
+        M_c = minmax(up(A_c)) in [0, 1]   (bilinear to the input size, per image and channel)
+        s_c = y_t(x * M_c),   w = softmax_c(s),   map = ReLU(sum_c w_c A_c)
+
+    Gradient-free. All B * C masked inputs go through the model in chunks of `batch_size`
+    mixed across images and channels (pytorch-grad-cam loops over images in Python). The min-max
+    uses eps 1e-8 as pytorch-grad-cam; the mask upsampling is bilinear with
+    align_corners=False (pytorch-grad-cam's UpsamplingBilinear2d uses align_corners=True).
+
+    Args: as `fattr.gradcam`, plus `batch_size`: the most masked inputs per forward call
+    (default 64; None sends all B * C at once). The result does not depend on it.
+
+    Returns (B, 1, H, W) maps, differentiable in params and x.
+
+    >>> maps = fattr.scorecam(f, "layer4", batch_size=128)(params, x, target=labels)
+
+    Wang, Wang, Du, Yang, Zhang, Ding, Mardziel, Hu, "Score-CAM: Score-Weighted Visual
+    Explanations for Convolutional Neural Networks" (2020), https://arxiv.org/abs/1910.01279
+    """
+    check_batch_size(batch_size, "scorecam")
+    cam = LayerCam(f, layer, relu, upsample, reshape, output, "scorecam")
+
+    def compute(params: Params, call: Call) -> Tensor:
+        x = call.x
+        a = cam.activations(params, x)
+        example, channel = channel_rows(a)
+
+        def chunk(ex: Tensor, ch: Tensor) -> Tensor:
+            masks = resize(a[ex, ch].unsqueeze(1), x.shape[2:], "bilinear", "scorecam")
+            masks = minmax(masks, spatial(masks), 1e-8)
+            return scores(cam.model, params, x[ex] * masks, call.target, ex)
+
+        kept = chunked(chunk, example, channel, batch_size=batch_size)
+        weights = kept.reshape(a.shape[:2]).softmax(1)
+        return cam.finish(weighted_channels(weights, a), x)
+
+    return cam.attribution(compute, scorecam.__doc__, gradient=True)

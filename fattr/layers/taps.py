@@ -1,0 +1,257 @@
+"""Layer taps: read, perturb or replace a named layer's output inside one functional call.
+
+A tap is a set of forward hooks on the user's module, registered for ONE call of the model
+function and removed in `finally`, also when the call raises. Forward hooks run inside
+`torch.func.functional_call` under `grad` and `vmap`; backward hooks do not (under
+`torch.func.grad`), so a layer's gradient comes from a zero perturbation added to its output
+and differentiated with `torch.func.grad` (the Flax `perturb` idea). Everything is plain torch
+ops, so tapped quantities stay differentiable in `params` and `x`.
+
+A tapped layer must run once per forward pass: a module that is called twice (a shared ReLU)
+has no single output, and the tap says so instead of picking one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple, Union
+
+import torch
+from torch import Tensor, nn
+from torch.func import grad
+
+from fattr.core.model import Model, Params
+from fattr.core.targets import Target
+from fattr.errors import FattrError, FattrTypeError
+
+LayerSpec = Union[str, nn.Module]
+Edit = Callable[[int, Tensor], Tensor]
+
+
+def layer_name(module: nn.Module, layer: LayerSpec, method: str) -> str:
+    """The dotted `named_modules()` name of `layer` (a name or a submodule of `module`)."""
+    names = dict(module.named_modules(remove_duplicate=False))
+    if isinstance(layer, nn.Module):
+        for name, sub in names.items():
+            if sub is layer:
+                return name
+        raise FattrError(f"{method}: the layer {type(layer).__name__} passed as a module is not "
+                         f"part of the model {type(module).__name__}. Pass a submodule of the "
+                         "model or its dotted name from model.named_modules().")
+    if not isinstance(layer, str):
+        raise FattrTypeError(f"{method}: layer must be a dotted name from "
+                             f"model.named_modules() or a submodule, got {type(layer).__name__}.")
+    if layer not in names:
+        close = difflib.get_close_matches(layer, [n for n in names if n], n=3, cutoff=0.5)
+        hint = (f" Did you mean {', '.join(repr(c) for c in close)}?" if close else
+                f" Names look like {', '.join(repr(n) for n in list(names)[1:4])}.")
+        raise FattrError(f"{method}: the model {type(module).__name__} has no layer named "
+                         f"{layer!r}.{hint} Layer names are the dotted names of "
+                         "model.named_modules().")
+    return layer
+
+
+def _tensor_of(output: Any, name: str, method: str) -> Tensor:
+    """The tapped tensor of a layer output: the output, or the first item of a tuple/list."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise FattrError(f"{method}: layer {name!r} returned {type(output).__name__}; a tap needs a "
+                     "tensor (or a tuple whose first item is the tensor to tap). Tap a submodule "
+                     "that returns a tensor.")
+
+
+def _with_tensor(output: Any, new: Tensor) -> Any:
+    if isinstance(output, Tensor):
+        return new
+    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
+
+
+class _Stop(BaseException):
+    """Ends a forward pass once every tapped layer has run (never escapes a tap)."""
+
+
+@contextmanager
+def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str,
+           stop_after: bool = False) -> Iterator[None]:
+    """Forward hooks on the named submodules for the duration of the block.
+
+    `on_output(i, tensor)` sees the tensor output of layer `names[i]` and returns what the model
+    continues with. With `stop_after`, the forward pass ends (silently) once every layer has run.
+    A layer that runs twice raises. The hooks are removed in `finally`.
+    """
+    modules = dict(module.named_modules(remove_duplicate=False))
+    calls = [0] * len(names)
+
+    def hook_for(i: int) -> Callable[..., Any]:
+        def hook(_: nn.Module, __: Any, output: Any) -> Any:
+            calls[i] += 1
+            if calls[i] > 1:
+                raise FattrError(
+                    f"{method}: layer {names[i]!r} ran {calls[i]} times in one forward pass "
+                    "(the module is reused), so it has no single output to tap. Tap a module "
+                    "that runs once, such as the block that contains it.")
+            new = on_output(i, _tensor_of(output, names[i], method))
+            if stop_after and all(calls):
+                raise _Stop
+            return _with_tensor(output, new)
+        return hook
+
+    handles = []
+    try:
+        for i, name in enumerate(names):
+            handles.append(modules[name].register_forward_hook(hook_for(i)))
+        yield
+    except _Stop:
+        pass
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class Tapped(NamedTuple):
+    """What a tapped gradient pass returns (lists follow the tap's layer order)."""
+
+    gradients: list[Tensor]        # d (summed target score) / d layer output
+    activations: list[Tensor]      # the layer outputs (the given values when replaced)
+    scores: Tensor                 # the target score of each row, (N,)
+    input_gradient: Tensor | None  # d score / d x when asked for
+
+
+class Tap:
+    """Taps on named layers of a model, resolved once (in a method's constructor).
+
+    `read` gives the layer outputs (running the model only up to the last tapped layer), `run`
+    gives the model output with the layer outputs replaced by `edit`, and `gradients` gives the
+    gradient of the target score with respect to the layer outputs (or to values put in their
+    place). The layer output shapes for a given input shape are found once by a probing
+    no-grad forward pass, which also checks that each layer runs exactly once.
+    """
+
+    def __init__(self, model: Model, layers: LayerSpec | Sequence[LayerSpec], method: str):
+        self.model = model
+        self.module = model.require_module()
+        many = isinstance(layers, (list, tuple))
+        self.names = tuple(layer_name(self.module, layer, method)
+                           for layer in (layers if many else [layers]))
+        if not self.names:
+            raise FattrError(f"{method}: no layers to tap; pass at least one layer name.")
+        self.method = method
+        self._shapes: dict[tuple, list[tuple[torch.Size, torch.dtype, torch.device]]] = {}
+
+    def _hooked(self, on_output: Edit, stop_after: bool = False):
+        return hooked(self.module, self.names, on_output, self.method, stop_after)
+
+    def shapes(self, params: Params, x: Tensor,
+               ) -> list[tuple[torch.Size, torch.dtype, torch.device]]:
+        """(shape, dtype, device) of each layer output for inputs shaped like x (probed once)."""
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key not in self._shapes:
+            seen: dict[int, tuple[torch.Size, torch.dtype, torch.device]] = {}
+
+            def record(i: int, t: Tensor) -> Tensor:
+                seen[i] = (t.shape, t.dtype, t.device)
+                return t
+
+            with torch.no_grad(), self._hooked(record):
+                self.model(params, x)
+            self._check_ran(seen)
+            self._shapes[key] = [seen[i] for i in range(len(self.names))]
+        return self._shapes[key]
+
+    def _check_ran(self, seen: dict[int, Any]) -> None:
+        missing = [n for i, n in enumerate(self.names) if i not in seen]
+        if missing:
+            raise FattrError(f"{self.method}: layer {missing[0]!r} did not run in the forward "
+                             "pass, so it has no output to tap. Pick a layer that the model's "
+                             "forward() calls.")
+
+    def read(self, params: Params, x: Tensor) -> list[Tensor]:
+        """The output of each tapped layer; the model runs only up to the last of them."""
+        self.shapes(params, x)  # checks, once per input shape, that every layer runs once
+        seen: dict[int, Tensor] = {}
+
+        def record(i: int, t: Tensor) -> Tensor:
+            seen[i] = t  # the model goes on with a copy while more layers are to come
+            return t if len(seen) == len(self.names) else t.clone()
+
+        with self._hooked(record, stop_after=True):
+            self.model(params, x)
+        self._check_ran(seen)
+        return [seen[i] for i in range(len(self.names))]
+
+    def run(self, params: Params, x: Tensor, edit: Edit | None = None,
+            ) -> tuple[Tensor, list[Tensor]]:
+        """(model output, layer outputs) with each layer output t_i replaced by edit(i, t_i).
+
+        The recorded outputs are the layers' own, before the edit; the model continues with a
+        copy when there is no edit, so in-place operations later in the model cannot change
+        what was recorded.
+        """
+        seen: dict[int, Tensor] = {}
+
+        def record(i: int, t: Tensor) -> Tensor:
+            seen[i] = t
+            new = edit(i, t) if edit is not None else t
+            return t.clone() if new is t else new
+
+        with self._hooked(record):
+            out = self.model(params, x)
+        self._check_ran(seen)
+        return out, [seen[i] for i in range(len(self.names))]
+
+    def gradients(self, params: Params, x: Tensor, target: Target, rows: Tensor | None = None,
+                  *, at: Sequence[Tensor] | None = None, input: bool = False) -> Tapped:
+        """Gradient of the summed target score with respect to each tapped layer output.
+
+        By default the gradient is taken at the layers' own outputs (a zero perturbation is
+        added to each). With `at`, each layer output is REPLACED by `at[i]` (same shape) and the
+        gradient is taken there (layer integrated gradients, conductance). `rows` maps rows of x
+        to examples of `target`. With `input=True` the input gradient comes back too.
+        """
+        perturb = at is None
+        start = ([torch.zeros(shape, dtype=dtype, device=device)
+                  for shape, dtype, device in self.shapes(params, x)] if perturb else list(at))
+
+        def objective(values: list[Tensor], inputs: Tensor) -> tuple[Tensor, tuple]:
+            def place(i: int, t: Tensor) -> Tensor:
+                value = self._fits(i, values[i], t)
+                return t + value if perturb else value
+
+            out, acts = self.run(params, inputs, place)
+            chosen = target.select(out, rows)
+            return chosen.sum(), (acts, chosen)
+
+        argnums = (0, 1) if input else 0
+        result, (acts, chosen) = grad(objective, argnums, has_aux=True)(start, x)
+        layer_grads, input_grad = result if input else (result, None)
+        if not perturb:
+            acts = list(at)
+        return Tapped(list(layer_grads), acts, chosen, input_grad)
+
+    def _fits(self, i: int, value: Tensor, t: Tensor) -> Tensor:
+        if value.shape != t.shape:
+            raise FattrError(f"{self.method}: the value put at layer {self.names[i]!r} has shape "
+                             f"{tuple(value.shape)}, but the layer's output has shape "
+                             f"{tuple(t.shape)}.")
+        return value
+
+
+def empty_layer_output(tap: Tap, reshape: Callable[[Tensor], Tensor] | None = None,
+                       ) -> Callable[[Tensor], Tensor]:
+    """`empty=` for layer methods: an empty batch shaped like the (reshaped) layer output.
+
+    The shape comes from a probing forward pass of the empty batch with the module's own
+    parameters (an empty batch carries no values, only shapes).
+    """
+    from fattr.core.model import functional
+
+    def empty(x: Tensor) -> Tensor:
+        (shape, dtype, device), *_ = tap.shapes(functional(tap.module)[1], x)
+        value = torch.zeros(shape, dtype=dtype, device=device)
+        return reshape(value) if reshape is not None else value
+
+    return empty
