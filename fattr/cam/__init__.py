@@ -9,7 +9,7 @@ from fattr.cam.fullgrad import fullgrad, fullgrad_terms
 from fattr.cam.gradcam import gradcam
 from fattr.cam.gradcam_elementwise import gradcam_elementwise
 from fattr.cam.gradcam_plus_plus import gradcam_plus_plus
-from fattr.cam.guided import guided
+from fattr.cam.guided import guided, guided_gradcam
 from fattr.cam.hirescam import hirescam
 from fattr.cam.layercam import layercam
 from fattr.cam.scorecam import scorecam
@@ -17,4 +17,5 @@ from fattr.cam.xgradcam import xgradcam
 
 __all__ = ["ablationcam", "cameras", "eigencam", "eigengradcam", "fem", "fullgrad",
            "fullgrad_terms", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "guided",
+           "guided_gradcam",
            "hirescam", "layercam", "scorecam", "xgradcam"]

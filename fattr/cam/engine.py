@@ -39,8 +39,9 @@ def upsample_mode(upsample: Upsample, method: str) -> str | None:
                      f"size) or one of {', '.join(MODES)}; got {upsample!r}.")
 
 
-def resize(maps: Tensor, size: tuple[int, ...], mode: str, method: str = "resize") -> Tensor:
-    """(B, K, *s) -> (B, K, *size) with `F.interpolate`, align_corners=False.
+def resize(maps: Tensor, size: tuple[int, ...], mode: str, method: str = "resize",
+           align_corners: bool = False) -> Tensor:
+    """(B, K, *s) -> (B, K, *size) with `F.interpolate` (align_corners False by default).
 
     'bilinear' means the linear mode of the spatial rank (linear, bilinear, trilinear).
     """
@@ -56,7 +57,7 @@ def resize(maps: Tensor, size: tuple[int, ...], mode: str, method: str = "resize
             raise FattrError(f"{method}: linear upsampling covers 1 to 3 spatial axes, got "
                              f"{len(size)}; pass upsample='nearest' or False.")
         mode = _LINEAR[len(size)]
-    align = False if mode in ("linear", "bilinear", "trilinear", "bicubic") else None
+    align = align_corners if mode in ("linear", "bilinear", "trilinear", "bicubic") else None
     return F.interpolate(maps, size=size, mode=mode, align_corners=align)
 
 

@@ -7,10 +7,12 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.cam.engine import Upsample, resize, upsample_mode
-from fattr.core.model import Params
+from fattr.cam.engine import Reshape, Upsample, resize, upsample_mode
+from fattr.cam.gradcam import gradcam
+from fattr.core.model import ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError, FattrTypeError
+from fattr.layers.taps import LayerSpec
 
 
 def guided(attr_fn: Callable[..., Tensor], cam_fn: Callable[..., Tensor],
@@ -63,3 +65,30 @@ def guided(attr_fn: Callable[..., Tensor], cam_fn: Callable[..., Tensor],
     attribute.per_example = per_example  # type: ignore[attr-defined]
     attribute.batched_kwargs = getattr(attr_fn, "batched_kwargs", ())  # type: ignore[attr-defined]
     return attribute
+
+
+def guided_gradcam(f: ModelFn, layer: LayerSpec, *, reshape: Reshape = None,
+                   output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
+    """Guided Grad-CAM: guided backpropagation times the nearest-upsampled ReLU Grad-CAM.
+
+        attr = guided_backprop(x) * nearest_up(ReLU(sum_c w_c A_c))
+
+    As captum's GuidedGradCam (relu on, nearest interpolation). Built as
+    `guided(fattr.guided_backprop(f), fattr.gradcam(f, layer, upsample=False), "nearest")`.
+
+    Args:
+        f: a model function from `fattr.functional` (guided backprop rewrites its module tree).
+        layer, reshape, output: as `fattr.gradcam`.
+
+    Returns `attr(params, x, target=None) -> Tensor` shaped like x.
+
+    >>> a = fattr.guided_gradcam(f, "layer4")(params, x, target=labels)
+
+    Selvaraju et al., "Grad-CAM" (2017), https://arxiv.org/abs/1610.02391
+    """
+    from fattr.rules import guided_backprop
+
+    cam = gradcam(f, layer, relu=True, upsample=False, reshape=reshape, output=output)
+    combined = guided(guided_backprop(f, output=output), cam, "nearest", name="guided_gradcam")
+    combined.__doc__ = guided_gradcam.__doc__
+    return combined

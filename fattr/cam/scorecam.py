@@ -12,6 +12,7 @@ from fattr.cam.engine import LayerCam, Reshape, Upsample, minmax, resize, spatia
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.gradients import scores
 from fattr.core.model import Call, ModelFn, Params
+from fattr.errors import FattrError
 from fattr.layers.taps import LayerSpec
 
 
@@ -28,8 +29,9 @@ def weighted_channels(weights: Tensor, maps: Tensor) -> Tensor:
 
 
 def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = True,
-             batch_size: int | None = 64, *, reshape: Reshape = None,
-             output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
+             batch_size: int | None = 64, *, align_corners: bool = False,
+             reshape: Reshape = None, output: Callable[[Any], Tensor] | None = None,
+             ) -> Callable[..., Tensor]:
     """Score-CAM: each channel, used as a soft mask on the input, is weighted by the score it
     keeps.
 
@@ -38,11 +40,15 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
 
     Gradient-free. All B * C masked inputs go through the model in chunks of `batch_size`
     mixed across images and channels (pytorch-grad-cam loops over images in Python). The min-max
-    uses eps 1e-8 as pytorch-grad-cam; the mask upsampling is bilinear with
-    align_corners=False (pytorch-grad-cam's UpsamplingBilinear2d uses align_corners=True).
+    uses eps 1e-8 as pytorch-grad-cam.
 
-    Args: as `fattr.gradcam`, plus `batch_size`: the most masked inputs per forward call
-    (default 64; None sends all B * C at once). The result does not depend on it.
+    Args: as `fattr.gradcam`, plus
+        batch_size: the most masked inputs per forward call (default 64; None sends all B * C
+            at once). The result does not depend on it.
+        align_corners: of the bilinear mask upsampling. False (default) as the authors' code;
+            pytorch-grad-cam's UpsamplingBilinear2d uses True. On coarse grids (a ViT's 4x4
+            tokens) the two give visibly different masks, and where the channel scores are
+            close, different maps: pass True to reproduce pytorch-grad-cam.
 
     Returns (B, 1, H, W) maps, differentiable in params and x.
 
@@ -52,6 +58,8 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
     Explanations for Convolutional Neural Networks" (2020), https://arxiv.org/abs/1910.01279
     """
     check_batch_size(batch_size, "scorecam")
+    if not isinstance(align_corners, bool):
+        raise FattrError(f"scorecam: align_corners must be True or False, got {align_corners!r}.")
     cam = LayerCam(f, layer, relu, upsample, reshape, output, "scorecam")
 
     def compute(params: Params, call: Call) -> Tensor:
@@ -60,7 +68,8 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
         example, channel = channel_rows(a)
 
         def chunk(ex: Tensor, ch: Tensor) -> Tensor:
-            masks = resize(a[ex, ch].unsqueeze(1), x.shape[2:], "bilinear", "scorecam")
+            masks = resize(a[ex, ch].unsqueeze(1), x.shape[2:], "bilinear", "scorecam",
+                           align_corners)
             masks = minmax(masks, spatial(masks), 1e-8)
             return scores(cam.model, params, x[ex] * masks, call.target, ex)
 
