@@ -1,0 +1,277 @@
+"""The LRP model's module tree: canonizers and a composite applied to a copy, in one rewrite.
+
+Every module a composite gives a rule becomes a `RelevanceLayer` (it keeps the module's tensors
+under their names, so the tree is called with the user's params); functional calls in the
+forward get the rule of their module form (`F.relu` that of `nn.ReLU`, a tensor addition that
+of `Sum`, `mean`/`sum` that of average pooling); calls with no LRP rule (matmul, softmax,
+products of two tensors, functional layers) and modules with no rule raise an error that names
+them, instead of silently propagating a plain gradient.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fattr.errors import FattrError
+from fattr.lrp.canonizers import MergedBatchNorm, MergedLinear, Sum, canonical, fold, link
+from fattr.lrp.composites import MISSING, Choice, First, choose
+from fattr.lrp.layers import LINEAR_LAYERS, PLAIN, affine, parametrized
+from fattr.lrp.relevance import Node, Op, relevance
+from fattr.rules.rewrite import RuleModule, rewrite
+
+
+class Gradient:
+    """The plain vector-Jacobian product (what `None` in a composite means for a layer that
+    competes for `first(...)`)."""
+
+    def relevance(self, op: Op, x: Tensor, params: Mapping[str, Tensor], r: Tensor) -> Tensor:
+        return torch.func.vjp(lambda i: op(i, *params.values()), x)[1](r)[0]
+
+
+class FirstClaim:
+    """Which module ran first among those competing for one `first(...)` key (per call)."""
+
+    def __init__(self) -> None:
+        self.owner: nn.Module | None = None
+
+    def take(self, module: nn.Module) -> bool:
+        if self.owner is None:
+            self.owner = module
+        return self.owner is module
+
+
+class RelevanceLayer(RuleModule):
+    """A leaf module (or a folded conv + BatchNorm) whose backward follows an LRP rule."""
+
+    def __init__(self, node: nn.Module, name: str, choice: Choice, level: int | None,
+                 claims: dict[First, FirstClaim]):
+        super().__init__(node)
+        self.name, self.choice, self.level = name, choice, level
+        self.claim = None if choice.first_key is None else \
+            claims.setdefault(choice.first_key, FirstClaim())
+        self.bn_path = node.bn_path if isinstance(node, MergedLinear) else None
+        object.__setattr__(self, "bn", None)  # the MergedBatchNorm, set by `link`
+
+    @property
+    def kind(self) -> nn.Module:
+        """The layer the rule sees (a folded conv's conv)."""
+        return self.layer.layer if isinstance(self.layer, MergedLinear) else self.layer
+
+    def rule(self) -> Any:
+        rule = self.choice.rule
+        if self.claim is not None and self.claim.take(self):
+            rule = self.choice.first_rule
+        elif rule is MISSING:
+            raise FattrError(f"lrp: '{self.name}' ({type(self.kind).__name__}) matches only a "
+                             "first(...) key of the composite and is not the first layer; add a "
+                             "rule for the other layers of its type.")
+        return Gradient() if rule is None else rule
+
+    def parts(self) -> tuple[Op, tuple[str, ...], tuple[Tensor, ...]]:
+        """The layer as `op(x, *tensors)`, its parameter names, and this call's tensors."""
+        if isinstance(self.layer, MergedLinear):
+            merged = fold(self.kind, self.layer_tensors(), self.bn.layer, self.bn.layer_tensors())
+            return affine(self.kind), ("weight", "bias"), merged
+        params = {k: v for k, v in self._parameters.items() if v is not None}
+        if isinstance(self.kind, LINEAR_LAYERS):
+            return affine(self.kind), tuple(params), tuple(params.values())
+        buffers = {k: v for k, v in self._buffers.items() if v is not None}
+        op = self.kind.forward if not params and not buffers else \
+            parametrized(self.kind, buffers, tuple(params))
+        return op, tuple(params), tuple(params.values())
+
+    def forward(self, x: Tensor) -> Tensor:
+        rule = self.rule()
+        with torch._C.DisableTorchFunction():
+            op, names, tensors = self.parts()
+        where = f"'{self.name}' ({type(self.kind).__name__})"
+        y = relevance(x, Node(op, rule, self.level, names, where), *tensors)
+        if self.bn is not None:
+            self.bn.expect(y)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{type(self.kind).__name__}, {self.choice}"
+
+
+# Functional activations and the module type whose rule they get; in-place forms copy back.
+ACTIVATION_FUNCTIONS: dict[type, tuple[Callable, ...]] = {
+    nn.ReLU: (F.relu, torch.relu, Tensor.relu, F.relu_, torch.relu_, Tensor.relu_),
+    nn.ReLU6: (F.relu6,), nn.ELU: (F.elu, F.elu_), nn.SELU: (F.selu, torch.selu),
+    nn.CELU: (F.celu,), nn.LeakyReLU: (F.leaky_relu, F.leaky_relu_), nn.GELU: (F.gelu,),
+    nn.SiLU: (F.silu,), nn.Mish: (F.mish,), nn.Hardswish: (F.hardswish,),
+    nn.Hardsigmoid: (F.hardsigmoid,), nn.Hardtanh: (F.hardtanh, F.hardtanh_),
+    nn.Softplus: (F.softplus,), nn.LogSigmoid: (F.logsigmoid,), nn.Softsign: (F.softsign,),
+    nn.Sigmoid: (F.sigmoid, torch.sigmoid, Tensor.sigmoid, Tensor.sigmoid_),
+    nn.Tanh: (F.tanh, torch.tanh, Tensor.tanh, Tensor.tanh_),
+}
+IN_PLACE = {F.relu_, torch.relu_, Tensor.relu_, F.elu_, F.leaky_relu_, F.hardtanh_,
+            Tensor.sigmoid_, Tensor.tanh_, Tensor.add_}
+ADDITIONS = (torch.add, Tensor.add, Tensor.add_)
+REDUCTIONS = (torch.sum, Tensor.sum, torch.mean, Tensor.mean)
+PRODUCTS = (torch.mul, Tensor.mul, Tensor.mul_)
+REFUSED = {fn: "lrp" for fn in (
+    torch.matmul, Tensor.matmul, torch.mm, Tensor.mm, torch.bmm, Tensor.bmm, torch.einsum,
+    torch.softmax, Tensor.softmax, F.softmax, F.log_softmax, Tensor.log_softmax, F.linear,
+    F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
+    F.conv_transpose3d, F.layer_norm, F.group_norm, F.batch_norm, F.instance_norm,
+    F.scaled_dot_product_attention, F.multi_head_attention_forward)}
+
+
+@functools.cache
+def _inplace_position(fn: Callable) -> int | None:
+    """Where `inplace` sits among a function's arguments, if it has one."""
+    try:
+        names = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+    return names.index("inplace") if "inplace" in names else None
+
+
+def _call_inplace(fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict, bool]:
+    """The call's arguments with `inplace` turned off, and whether it was in place."""
+    position = _inplace_position(fn)
+    inplace = fn in IN_PLACE
+    if position is not None:
+        if "inplace" in kwargs:
+            inplace = inplace or bool(kwargs["inplace"])
+            kwargs = {**kwargs, "inplace": False}
+        elif len(args) > position - 1 >= 0:
+            inplace = inplace or bool(args[position - 1])
+            args = (*args[:position - 1], False, *args[position:])
+    return args, kwargs, inplace
+
+
+def _route(fn: Callable, rule: Any, level: int | None, where: str) -> Callable[..., Tensor]:
+    """`fn(x, ...)` as an LRP node with `rule`; an in-place call writes the result back."""
+
+    def routed(x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        args, kwargs, inplace = _call_inplace(fn, args, kwargs)
+        op = (lambda t: fn(t.clone(), *args, **kwargs)) if inplace else \
+            (lambda t: fn(t, *args, **kwargs))
+        node = Node(op, rule, level, where=where)
+        return x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
+
+    return routed
+
+
+def _sum_last(x: Tensor) -> Tensor:
+    return x.sum(-1)
+
+
+def _addition(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tensor]:
+    """a + b of two tensors as a `Sum` node over the stacked (broadcast) operands."""
+    node = Node(_sum_last, rule, level, where="a tensor addition")
+
+    def routed(a: Tensor, b: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs or not isinstance(b, Tensor) or b.dtype != a.dtype or b.numel() < 2:
+            return fn(a, b, *args, **kwargs)
+        total = relevance(torch.stack(torch.broadcast_tensors(a, b), -1), node)
+        return a.copy_(total) if fn is Tensor.add_ else total
+
+    return routed
+
+
+def _product(fn: Callable) -> Callable[..., Tensor]:
+    def routed(a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(a, Tensor) and isinstance(b, Tensor) and a.numel() > 1 and b.numel() > 1:
+            raise FattrError("lrp: the model multiplies two tensors elementwise (gating, "
+                             "attention, a learned scale), which LRP has no rule for in fattr. "
+                             "Use a gradient method, or write the scale as a module and map it "
+                             "to a rule in a custom composite.")
+        return fn(a, b, *args, **kwargs)
+
+    return routed
+
+
+def routes(composite: Mapping, level: int | None) -> dict[Callable, Callable]:
+    """Functional calls in the forward -> the rule their module form gets in `composite`."""
+    table: dict[Callable, Callable] = {fn: _product(fn) for fn in PRODUCTS}
+    for module_type, functions in ACTIVATION_FUNCTIONS.items():
+        choice = choose(composite, "", module_type)
+        if choice is not None and choice.rule not in (None, MISSING):
+            for fn in functions:
+                table[fn] = _route(fn, choice.rule, level, f"a {fn.__name__} call")
+    sums = choose(composite, "", Sum)
+    if sums is not None and sums.rule not in (None, MISSING):
+        table.update({fn: _addition(fn, sums.rule, level) for fn in ADDITIONS})
+    pools = choose(composite, "", nn.AdaptiveAvgPool2d)
+    if pools is not None and pools.rule not in (None, MISSING):
+        table.update({fn: _route(fn, pools.rule, level, f"a {fn.__name__} call")
+                      for fn in REDUCTIONS})
+    return table
+
+
+def _unrouted(module: nn.Module) -> nn.Module:
+    """Run `module` (our copy) without routing: the user asked for its plain gradient."""
+    forward = module.forward
+
+    def plain_forward(*args: Any, **kwargs: Any) -> Any:
+        with torch._C.DisableTorchFunction():
+            return forward(*args, **kwargs)
+
+    module.forward = plain_forward
+    return module
+
+
+def relevance_tree(module: nn.Module, composite: Mapping, level: int | None,
+                   canonize: bool = True) -> nn.Module:
+    """The LRP copy of `module`: canonized, each layer under its composite rule."""
+    canon = canonical(module, merge=canonize)
+    claims: dict[First, FirstClaim] = {}
+    plain: list[nn.Module] = []
+
+    def match(name: str, node: nn.Module) -> nn.Module | None:
+        replaced = canon(name, node)
+        current = node if replaced is None else replaced
+        if isinstance(current, MergedBatchNorm):
+            return current
+        kind = current.layer if isinstance(current, MergedLinear) else current
+        choice = choose(composite, name, kind)
+        if choice is None:
+            return replaced
+        if choice.first_key is None and choice.rule is None:
+            plain.append(current)
+            return _unrouted(current)
+        if current._modules:
+            raise FattrError(f"lrp: the composite maps '{name}' ({type(current).__name__}), a "
+                             "module with submodules, to a rule; rules apply to leaf layers "
+                             "(map it to None to keep its plain gradient).")
+        return RelevanceLayer(current, name, choice, level, claims)
+
+    tree = link(rewrite(module, match, functions=routes(composite, level), refuse=REFUSED))
+    check_supported(tree, plain)
+    return tree
+
+
+def check_supported(tree: nn.Module, plain: list[nn.Module]) -> None:
+    """Every leaf has a rule, keeps a plain gradient that is right for LRP, or was mapped to
+    None; containers hold no parameters of their own."""
+    skip = {id(m) for m in plain}
+
+    def visit(name: str, module: nn.Module) -> None:
+        if id(module) in skip or isinstance(module, (RelevanceLayer, MergedBatchNorm, *PLAIN)):
+            return
+        own = [k for k, v in module._parameters.items() if v is not None]
+        if module._modules and not own:
+            for child, sub in module._modules.items():
+                if sub is not None:
+                    visit(f"{name}.{child}" if name else child, sub)
+            return
+        where = f"'{name}'" if name else "the model itself"
+        kind = module.layer if isinstance(module, MergedLinear) else module
+        raise FattrError(
+            f"lrp: no LRP rule for {where} ({type(kind).__name__}). fattr covers Linear, "
+            "convolutions, BatchNorm, average and max pooling, activations, dropout, flatten and "
+            "residual sums; LayerNorm and attention are not supported. Map the module to a rule "
+            "in a custom composite (e.g. {nn.LayerNorm: fattr.lrp.Pass()}), or to None to keep "
+            "its plain gradient, or use a gradient method.")
+
+    visit("", tree)
