@@ -1,0 +1,1 @@
+"""Dataset-scale attribution, the command line and the demo."""
