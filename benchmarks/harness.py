@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 
-
 def _time_once(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
