@@ -13,8 +13,10 @@ from fattr.cam import *  # noqa: F403
 from fattr.core import functional, per_example
 from fattr.errors import FattrError, FattrTypeError
 from fattr.gradient import (
+    blur_integrated_gradients,
     completeness_gap,
     gradient_shap,
+    guided_integrated_gradients,
     input_x_gradient,
     integrated_gradients,
     saliency,
@@ -28,7 +30,7 @@ from fattr.rules import *  # noqa: F403
 __version__ = "0.1.0"
 
 __all__ = [
-    "FattrError", "FattrTypeError", "completeness_gap", "functional", "gradient_shap",
-    "input_x_gradient", "integrated_gradients", "lrp", "per_example", "saliency", "smoothgrad",
-    "smoothgrad_sq", "vargrad",
+    "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "functional",
+    "gradient_shap", "guided_integrated_gradients", "input_x_gradient", "integrated_gradients",
+    "lrp", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "vargrad",
 ]
