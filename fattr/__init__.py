@@ -8,7 +8,7 @@ a pure attribution function `attr(params, x, target=None, **per_call) -> Tensor`
 >>> a = ig(params, x, target=labels)
 """
 
-from fattr import lrp
+from fattr import lrp, metrics
 from fattr.cam import *  # noqa: F403
 from fattr.core import functional, per_example
 from fattr.errors import FattrError, FattrTypeError
@@ -25,6 +25,7 @@ from fattr.gradient import (
     vargrad,
 )
 from fattr.layers import *  # noqa: F403
+from fattr.perturbation import *  # noqa: F403
 from fattr.rules import *  # noqa: F403
 
 __version__ = "0.1.0"

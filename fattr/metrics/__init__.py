@@ -1,0 +1,1 @@
+"""fattr.metrics: evaluation of attributions (placeholder)."""

@@ -1,0 +1,3 @@
+"""fattr.perturbation: forward-only perturbation methods."""
+
+__all__: list[str] = []

@@ -1,0 +1,1 @@
+"""fattr.viz: figures (placeholder)."""
