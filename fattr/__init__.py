@@ -30,8 +30,16 @@ from fattr.rules import *  # noqa: F403
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):  # fattr.viz imports matplotlib (an extra) only when first used
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module("fattr.viz")
+    raise AttributeError(f"module 'fattr' has no attribute {name!r}")
+
 __all__ = [
     "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "functional",
     "gradient_shap", "guided_integrated_gradients", "input_x_gradient", "integrated_gradients",
-    "lrp", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "vargrad",
+    "lrp", "metrics", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "vargrad",
 ]
