@@ -46,7 +46,7 @@ def affine(layer: nn.Module) -> Op:
     if isinstance(layer, nn.Linear):
         return F.linear
     if isinstance(layer, CONVOLUTIONS):
-        return layer._conv_forward
+        return lambda x, weight, bias=None: layer._conv_forward(x, weight, bias)
     conv = next(op for kind, op in _TRANSPOSED_OPS.items() if isinstance(layer, kind))
 
     def transposed(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -11,7 +11,7 @@ reduced to the input relevance:
 The vector-Jacobian products are `torch.func.vjp` of the layer with modified parameters, so the
 relevance stays differentiable in the parameters. Every default is zennit's (stabilizer 1e-6,
 gamma 0.25, alpha=2, beta=1) and every rule reproduces zennit's arithmetic, bias handling
-included. stab(z) = z + eps * sign(z) with sign(0) = +1.
+included. stab(z) = z + eps * sign(z) with sign(0) = +1 (and 0 / 0 = 0 when eps = 0).
 """
 
 from __future__ import annotations
@@ -31,8 +31,10 @@ ParamModifier = Callable[[str, Tensor], Tensor]
 
 
 def stabilize(z: Tensor, eps: float) -> Tensor:
-    """z + eps * sign(z), with sign(0) = +1 (zennit's and captum's stabilizer)."""
-    return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    """z + eps * sign(z), with sign(0) = +1 (zennit's and captum's stabilizer). With eps = 0
+    (LRP-0) an exactly zero z, whose relevance is zero too, divides by 1 instead of 0."""
+    stabilized = z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+    return stabilized if eps > 0 else torch.where(stabilized == 0, 1.0, stabilized).to(z.dtype)
 
 
 def _keep(name: str, p: Tensor) -> Tensor:

@@ -1,0 +1,206 @@
+"""Reliability: every unsupported module, call or argument raises an error that names it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import fattr
+from fattr.lrp import Epsilon, Flat, Pass, first
+from tests.conftest import assert_unchanged, state_snapshot
+from tests.lrp.models import conv_net, relu_mlp
+
+
+class WithModule(nn.Module):
+    def __init__(self, middle: nn.Module):
+        super().__init__()
+        self.inp, self.middle, self.out = nn.Linear(4, 8), middle, nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.middle(self.inp(x))))
+
+
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.out(self.attn(x, x, x)[0].mean(1))
+
+
+class Square(nn.Module):
+    def forward(self, x):
+        return x * x
+
+
+class Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(8))
+        self.inner = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.inner(x) * self.scale
+
+
+class Calls(nn.Module):
+    def __init__(self, call: str):
+        super().__init__()
+        self.call, self.inp, self.out = call, nn.Linear(4, 8), nn.Linear(8, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        if self.call == "matmul":
+            h = h @ torch.eye(8)
+        elif self.call == "product":
+            h = h * torch.sigmoid(h)
+        elif self.call == "softmax":
+            return torch.softmax(self.out(h), -1)
+        elif self.call == "linear":
+            h = nn.functional.linear(h, self.out.weight.T.repeat(1, 4)[:, :8].T)
+        return self.out(h)
+
+
+@pytest.mark.parametrize(("net", "match"), [
+    (WithModule(nn.LayerNorm(8)), r"no LRP rule for 'middle' \(LayerNorm\)"),
+    (WithModule(nn.GroupNorm(2, 8)), r"'middle' \(GroupNorm\)"),
+    (WithModule(Square()), r"'middle' \(Square\)"),
+    (WithModule(nn.Softmax(-1)), r"'middle' \(Softmax\)"),
+    (WithModule(Scaled()), r"'middle' \(Scaled\)"),
+    (Attention(), r"'attn' \(MultiheadAttention\)"),
+])
+def test_unsupported_modules_are_named_at_construction(net, match):
+    f, _ = fattr.functional(net.eval())
+    with pytest.raises(fattr.FattrError, match=match):
+        fattr.lrp(f)
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    ("matmul", "calls .*matmul"), ("product", "multiplies two tensors"),
+    ("softmax", "calls .*softmax"), ("linear", "calls .*linear")])
+def test_functional_calls_without_a_rule_are_refused(call, match):
+    net = Calls(call).eval()
+    before = state_snapshot(net)
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f, "epsilon")  # calls are seen when the forward runs
+    with pytest.raises(fattr.FattrError, match=match):
+        attr(params, torch.randn(2, 4), 0)
+    assert_unchanged(net, before)
+
+
+def test_a_module_mapped_to_none_keeps_its_plain_gradient():
+    net = WithModule(nn.LayerNorm(8)).double().eval()
+    before = state_snapshot(net)
+    f, params = fattr.functional(net)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    plain = fattr.lrp(f, {nn.LayerNorm: None, nn.Linear: Epsilon()})(params, x, 1)
+    # a named composite extended by a mapping: a composite is a dict
+    passed = fattr.lrp(f, {nn.LayerNorm: Pass(), **fattr.lrp.COMPOSITES["epsilon"]()})
+    passed = passed(params, x, 1)
+    assert plain.shape == x.shape and (plain - passed).abs().max() > 1e-6
+    # Pass: the LayerNorm hands its output relevance R_h down unchanged, and Epsilon on `inp`
+    # redistributes it: R_x = x * W^T (R_h / stab(z)), z = inp(x)
+    top, top_params = fattr.functional(nn.Sequential(nn.ReLU(), net.out).eval())
+    z = net.inp(x).detach()
+    r_h = fattr.lrp(top, "epsilon")(top_params, net.middle(z).detach(), 1)
+    expected = x * ((r_h / (z + 1e-6 * torch.where(z >= 0, 1.0, -1.0))) @ net.inp.weight.detach())
+    torch.testing.assert_close(passed, expected)
+    assert_unchanged(net, before)
+
+
+def test_composite_without_a_rule_for_a_layer_names_it():
+    f, _ = fattr.functional(conv_net())
+    with pytest.raises(fattr.FattrError, match=r"no LRP rule for '0' \(Conv2d\)"):
+        fattr.lrp(f, {nn.Linear: Epsilon()})
+
+
+def test_first_only_key_with_several_layers_raises_at_the_call():
+    net = relu_mlp()
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f, {first(nn.Linear): Flat()})
+    with pytest.raises(fattr.FattrError, match=r"'2' \(Linear\) matches only a first\(...\) key"):
+        attr(params, torch.randn(2, 6, dtype=torch.float64), 0)
+
+
+def test_pass_on_a_shape_changing_module_raises():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2)).eval()
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f, {nn.Flatten: Pass(), nn.Conv2d: Epsilon(), nn.Linear: Epsilon()})
+    with pytest.raises(fattr.FattrError, match=r"Pass rule on '1' \(Flatten\)"):
+        attr(params, torch.randn(2, 1, 4, 4), 0)
+
+
+def test_rules_on_containers_are_refused():
+    f, _ = fattr.functional(WithModule(nn.Sequential(nn.Linear(8, 8), nn.ReLU())).eval())
+    with pytest.raises(fattr.FattrError, match="'middle' .*submodules"):
+        fattr.lrp(f, {"middle": Epsilon(), nn.Linear: Epsilon()})
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"composite": "epsilon_plus_flatt"}, fattr.FattrError, "unknown composite 'epsilon_plus_fl"),
+    ({"composite": "epsilon_plus", "gamma": 0.5}, fattr.FattrError, r"unknown rule param.*gamma"),
+    ({"composite": "epsilon_gamma_box"}, fattr.FattrError, "needs the input's bounds"),
+    ({"composite": "epsilon_gamma_box", "low": 0.0}, fattr.FattrError, "low= and high="),
+    ({"composite": {nn.Linear: Epsilon()}, "epsilon": 0.1}, fattr.FattrError, "only apply to"),
+    ({"composite": {1: Epsilon()}}, fattr.FattrTypeError, "composite key 1"),
+    ({"composite": {nn.Linear: "epsilon"}}, fattr.FattrTypeError, "must be a rule"),
+    ({"composite": 3}, fattr.FattrTypeError, "name .* or a mapping"),
+    ({"canonize": "yes"}, fattr.FattrTypeError, "canonize must be True or False"),
+    ({"composite": "epsilon", "epsilon": -1.0}, fattr.FattrError, "Epsilon"),
+    ({"composite": "epsilon_plus", "stabilizer": "a"}, fattr.FattrError, "ZPlus"),
+])
+def test_bad_configuration_raises(kwargs, error, match):
+    f, _ = fattr.functional(relu_mlp())
+    with pytest.raises(error, match=match):
+        fattr.lrp(f, **kwargs)
+
+
+def test_first_needs_module_types():
+    with pytest.raises(fattr.FattrTypeError, match="first"):
+        first("conv")
+    with pytest.raises(fattr.FattrTypeError, match="first"):
+        first()
+
+
+def test_model_must_come_from_functional():
+    with pytest.raises(fattr.FattrTypeError, match="fattr.functional"):
+        fattr.lrp(lambda params, x: x.sum(1))
+
+
+def test_training_mode_and_bad_inputs_raise():
+    net = conv_net()
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f)
+    x = torch.randn(2, 2, 8, 8, dtype=torch.float64)
+    net.train()
+    with pytest.raises(fattr.FattrError, match="model.eval()"):
+        attr(params, x, 0)
+    net.eval()
+    with pytest.raises(fattr.FattrError, match="NaN"):
+        attr(params, x * float("nan"), 0)
+    with pytest.raises(fattr.FattrError, match="floating-point"):
+        attr(params, x.long(), 0)
+    assert attr(params, x[:0], 0).shape == (0, 2, 8, 8)
+
+
+class DictOutput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
+def test_non_tensor_outputs_need_an_output_selector():
+    f, params = fattr.functional(DictOutput().eval())
+    x = torch.randn(2, 4)
+    with pytest.raises(fattr.FattrError, match="output="):
+        fattr.lrp(f)(params, x, 0)
+    ours = fattr.lrp(f, "epsilon", output=lambda o: o["logits"])(params, x, 0)
+    inner, inner_params = fattr.functional(f.module.net)
+    expected = fattr.lrp(inner, "epsilon")(inner_params, x, 0)
+    torch.testing.assert_close(ours, expected)
