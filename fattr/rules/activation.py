@@ -1,51 +1,60 @@
 """Activation rules: the forward unchanged, the backward replaced by a rule.
 
-One generic `autograd.Function` serves every elementwise rule: `forward` runs the activation,
-`backward` calls the rule's `backward(g, x, y)` written in differentiable torch ops (so double
-backward and `torch.func.grad` of an attribution work; never `once_differentiable`), and
+One generic `autograd.Function` serves every rule: `forward` runs the activation, `backward`
+calls the rule's `backward(g, x, y, fn)` written in differentiable torch ops (so double backward
+and `torch.func.grad` of an attribution work; never `once_differentiable`), and
 `generate_vmap_rule = True` lets `vmap` batch it. Forward-mode AD has no meaning for a modified
-backward, so `jvp` raises a clear error.
+backward, so `jvp` raises a clear error. The rule sees the activation `fn` (x -> y, with its
+configuration: slope, dim, kernel size) and the whole tensors, so rules that are not local to
+one element (RectGrad's per-example percentile, DeepLIFT's pairs of halves) fit as well.
 
-An `ActivationRule` applies such a backward to modules (by `rewrite`) and to functional calls
-(`F.relu`, `torch.relu`, `Tensor.relu`, and their in-place forms).
+An `ActivationRule` applies such backwards to modules (by `rewrite`) and to functional calls
+(`F.relu`, `torch.relu`, `Tensor.relu`, their in-place forms, ...). Its hook formulation
+(`rule.hooked()`) expresses a rule with `Tensor.register_hook` instead of a custom Function, for
+`torch.compile`, which cannot yet compile custom Functions inside `vmap` (pytorch issue 129845).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fattr.errors import FattrError
 
-Backward = Callable[[Tensor, Tensor, Tensor], Tensor]
 ActivationFn = Callable[[Tensor], Tensor]
+Backward = Callable[[Tensor, Tensor, Tensor, ActivationFn], Tensor]
+Parse = Callable[..., tuple[ActivationFn, bool]]
+
+
+class Unsupported(Exception):
+    """Raised by `Activation` parsers for a configuration no rule can follow (a reason)."""
 
 
 class RuleFunction(torch.autograd.Function):
-    """y = activation(x); dx = backward(dy, x, y)."""
+    """y = fn(x); dx = backward(dy, x, y, fn)."""
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, activation: ActivationFn, backward: Backward, name: str) -> Tensor:
+    def forward(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
         with torch._C.DisableTorchFunction():  # the activation itself is not routed again
-            return activation(x)
+            return fn(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, _, backward, name = inputs
+        x, fn, backward, name = inputs
         ctx.save_for_backward(x, output)
-        ctx.rule_backward, ctx.rule_name = backward, name
+        ctx.fn, ctx.rule_backward, ctx.rule_name = fn, backward, name
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple:
         x, y = ctx.saved_tensors
-        return ctx.rule_backward(grad_output, x, y), None, None, None
+        return ctx.rule_backward(grad_output, x, y, ctx.fn), None, None, None
 
     @staticmethod
     def jvp(ctx: Any, *grad_inputs: Any) -> Tensor:
@@ -53,78 +62,138 @@ class RuleFunction(torch.autograd.Function):
                          "modified backward rule; use reverse mode (grad, vjp, jacrev).")
 
 
-def apply_rule(x: Tensor, activation: ActivationFn, backward: Backward, name: str) -> Tensor:
-    return RuleFunction.apply(x, activation, backward, name)
+def keep_where_positive(g: Tensor, v: Tensor) -> Tensor:
+    """g where v > 0, else 0: ReLU's own backward kernel (`threshold_backward`), several times
+    faster on CPU than a boolean mask or `torch.where`, batched by vmap and differentiable in g."""
+    return torch.ops.aten.threshold_backward(g, v, 0)
+
+
+def apply_rule(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
+    """fn(x) whose backward follows `backward`, as a custom Function."""
+    return RuleFunction.apply(x, fn, backward, name)
+
+
+def apply_hooked(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
+    """fn(x) whose backward follows `backward`, as a tensor hook (compiles under torch.compile).
+
+    The value is fn(x); the gradient reaching it goes through `backward` in the hook and then
+    straight to x (the activation's own derivative is bypassed by `y.detach() + (x - x.detach())`).
+    The forward value is therefore constant for outer derivatives, which is exact for rules whose
+    backward uses the forward pass only through masks (guided, deconvnet, rectgrad).
+    """
+    with torch._C.DisableTorchFunction():
+        y = fn(x)
+    if not x.requires_grad:
+        return y
+    out = y.detach() + (x - x.detach())
+    out.register_hook(lambda g: backward(g, x, y, fn))
+    return out
 
 
 class RuleActivation(nn.Module):
     """An activation module whose backward follows a rule (what `rewrite` swaps in)."""
 
-    def __init__(self, activation: ActivationFn, backward: Backward, name: str, replaced: str):
+    def __init__(self, fn: ActivationFn, backward: Backward, name: str, replaced: str,
+                 apply: Callable[..., Tensor] = apply_rule):
         super().__init__()
-        self.activation, self.backward, self.rule_name = activation, backward, name
-        self.replaced = replaced
+        self.fn, self.backward, self.rule_name, self.replaced = fn, backward, name, replaced
+        self.apply_fn = apply
 
     def forward(self, x: Tensor) -> Tensor:
-        return apply_rule(x, self.activation, self.backward, self.rule_name)
+        return self.apply_fn(x, self.fn, self.backward, self.rule_name)
 
     def extra_repr(self) -> str:
-        return f"{self.rule_name} rule for {self.replaced}"
+        how = "hook" if self.apply_fn is apply_hooked else "function"
+        return f"{self.rule_name} rule for {self.replaced} ({how})"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Activation:
     """How to recognise one activation and rebuild it as a plain function of x.
 
-    `from_module(m)` and `from_call(*args, **kwargs)` (the functional call's arguments after x)
-    return the activation as `x -> y`; `from_call` also says whether the call was in place.
+    `modules`: the module types. `from_module(m)` gives the activation as `x -> y` (raising a
+    `FattrError` for a configuration no rule can follow). `calls` maps each functional form (as
+    a `TorchFunctionMode` sees it) to a parser of the call's arguments after x that returns the
+    activation and whether the call was in place. `slope(x, y, fn)`, for elementwise
+    activations, is the derivative in closed form (else `derivative` takes a vjp).
     """
 
-    module: type
+    name: str
+    modules: tuple[type, ...]
     from_module: Callable[[nn.Module], ActivationFn]
-    functions: tuple[Callable, ...]
-    from_call: Callable[..., tuple[ActivationFn, bool]]
-    inplace_functions: tuple[Callable, ...] = ()
+    calls: Mapping[Callable, Parse]
+    slope: Callable[[Tensor, Tensor, ActivationFn], Tensor] | None = None
+
+    def derivative(self, x: Tensor, y: Tensor, fn: ActivationFn) -> Tensor:
+        """dy/dx of an elementwise activation at x (y = fn(x)), as its own backward computes it."""
+        if self.slope is not None:
+            return self.slope(x, y, fn)
+        return torch.func.vjp(fn, x)[1](torch.ones_like(x))[0]
 
 
-def _relu_call(inplace: bool = False) -> tuple[ActivationFn, bool]:
-    return torch.relu, inplace
-
-
-RELU = Activation(nn.ReLU, lambda m: torch.relu, (F.relu, torch.relu, Tensor.relu), _relu_call,
-                  (F.relu_, torch.relu_, Tensor.relu_))
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ActivationRule:
-    """A named backward rule for some activations, applied to modules and functional calls."""
+    """A named backward rule for some activations, applied to modules and functional calls.
+
+    `backward(g, x, y, fn)` is the rule; `special` overrides it for particular activations
+    (DeepLIFT's max pooling and softmax). Calling the rule on a module, as in
+    `fattr.rewrite(model, {nn.ReLU: rule})`, gives its rule module, or a `FattrError` for an
+    activation the rule does not cover.
+    """
 
     name: str
     backward: Backward
-    covers: tuple[Activation, ...] = (RELU,)
+    covers: tuple[Activation, ...]
+    special: tuple[tuple[Activation, Backward], ...] = ()
+    hook: bool = False
 
-    def module_rules(self) -> dict[type, Callable[[nn.Module], nn.Module]]:
+    def hooked(self) -> ActivationRule:
+        """The same rule as tensor hooks instead of a custom Function (for torch.compile)."""
+        return dataclasses.replace(self, hook=True)
+
+    @property
+    def _apply(self) -> Callable[..., Tensor]:
+        return apply_hooked if self.hook else apply_rule
+
+    def backward_for(self, activation: Activation) -> Backward:
+        return dict((a.name, b) for a, b in self.special).get(activation.name, self.backward)
+
+    def __call__(self, module: nn.Module) -> nn.Module:
+        for a in self.covers:
+            if isinstance(module, a.modules):
+                return self._module(a, module)
+        covered = ", ".join(a.name for a in self.covers)
+        raise FattrError(f"{self.name}: this rule has no backward for {type(module).__name__}; "
+                         f"it covers {covered}. Map only those module types to it.")
+
+    def _module(self, a: Activation, module: nn.Module) -> nn.Module:
+        try:
+            fn = a.from_module(module)
+        except Unsupported as reason:
+            raise FattrError(f"{self.name}: the model's {module!r} has no rule: {reason}") from None
+        return RuleActivation(fn, self.backward_for(a), self.name, type(module).__name__,
+                              self._apply)
+
+    def module_rules(self) -> dict[tuple[type, ...], Callable[[nn.Module], nn.Module]]:
         """`rewrite` rules: each covered module type -> its rule module."""
-        return {a.module: (lambda m, a=a: RuleActivation(a.from_module(m), self.backward,
-                                                         self.name, type(m).__name__))
-                for a in self.covers}
+        return {a.modules: (lambda m, a=a: self._module(a, m)) for a in self.covers}
 
     def function_rules(self) -> dict[Callable, Callable[..., Tensor]]:
         """`rewrite` function routes: functional forms of covered activations -> the rule."""
-        routes: dict[Callable, Callable[..., Tensor]] = {}
-        for a in self.covers:
-            for fn in a.functions:
-                routes[fn] = self._routed(a, inplace=False)
-            for fn in a.inplace_functions:
-                routes[fn] = self._routed(a, inplace=True)
-        return routes
+        return {fn: self._routed(a, parse) for a in self.covers for fn, parse in a.calls.items()}
 
-    def _routed(self, a: Activation, inplace: bool) -> Callable[..., Tensor]:
+    def _routed(self, a: Activation, parse: Parse) -> Callable[..., Tensor]:
+        backward, apply, name = self.backward_for(a), self._apply, self.name
+
         def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-            activation, inplace_arg = a.from_call(*args, **kwargs)
-            if not (inplace or inplace_arg):
-                return apply_rule(x, activation, self.backward, self.name)
+            try:
+                fn, inplace = parse(*args, **kwargs)
+            except Unsupported as reason:
+                raise FattrError(f"{name}: the model calls {a.name} functionally in a way that "
+                                 f"has no rule: {reason}") from None
+            if not inplace:
+                return apply(x, fn, backward, name)
             # in-place semantics: the rule runs on a copy whose result is written back into x
-            return x.copy_(apply_rule(x.clone(), activation, self.backward, self.name))
+            return x.copy_(apply(x.clone(), fn, backward, name))
 
         return routed

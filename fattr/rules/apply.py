@@ -8,8 +8,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fattr.core.model import FunctionalModel, Model, Params
-from fattr.errors import FattrTypeError
+from fattr.core.gradients import input_gradient
+from fattr.core.model import Call, FunctionalModel, Model, Params
+from fattr.errors import FattrError, FattrTypeError
 from fattr.rules.activation import ActivationRule
 from fattr.rules.rewrite import Rules, rewrite
 
@@ -54,6 +55,31 @@ def under_rules(model: Model, rules: Rules, functions: Mapping[Callable, Callabl
     return Model(rewritten, model.output, model.per_example, model.method)
 
 
-def under_activation_rule(model: Model, rule: ActivationRule) -> Model:
+def under_activation_rule(model: Model, rule: ActivationRule,
+                          refuse: Mapping[Callable, str] | None = None) -> Model:
     """`model` with every covered activation, module or functional call, following `rule`."""
-    return under_rules(model, rule.module_rules(), rule.function_rules())
+    return under_rules(model, rule.module_rules(), rule.function_rules(), refuse)
+
+
+MODES = ("function", "hook")
+
+
+def formulation(rule: ActivationRule, mode: str, method: str) -> ActivationRule:
+    """The rule as a custom Function (`mode="function"`) or as tensor hooks (`"hook"`)."""
+    if mode not in MODES:
+        raise FattrError(f"{method}: mode must be 'function' (a custom autograd Function, the "
+                         f"default) or 'hook' (tensor hooks, for torch.compile), got {mode!r}.")
+    return rule.hooked() if mode == "hook" else rule
+
+
+def rule_gradient(model: Model, rule: ActivationRule, *, times_input: bool = False,
+                  refuse: Mapping[Callable, str] | None = None) -> Callable[..., Tensor]:
+    """`compute(params, call)` for a method that is the input gradient under `rule` (times the
+    input when `times_input`): guided backprop, deconvnet, rectgrad."""
+    ruled = under_activation_rule(model, rule, refuse)
+
+    def compute(params: Params, call: Call) -> Tensor:
+        g = input_gradient(ruled, params, call.x, call.target)[0]
+        return g * call.x if times_input else g
+
+    return compute

@@ -1,0 +1,67 @@
+"""DeepLiftShap: DeepLIFT averaged over a distribution of references (Lundberg and Lee 2017)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from fattr.core.baselines import baseline_distribution
+from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.gradients import fold
+from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.errors import FattrError
+from fattr.rules.deeplift import check_eps, pair_attribution, rescaled
+
+
+def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None, *,
+                  output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
+    """The mean of DeepLIFT attributions over N references:
+
+        attr(x) = 1/N sum_n deeplift(x, baseline=b_n)
+
+    Every (example, reference) pair is one half of a doubled batch, so N references cost one
+    forward and backward of 2 N B rows (in chunks of `batch_size`). The rules, their coverage
+    and their differences from captum are those of `fattr.deeplift`.
+
+    Args:
+        f: a model from `fattr.functional(model)` (or `fattr.per_example` of one).
+        eps: see `fattr.deeplift` (default 1e-10).
+        batch_size: the most model inputs per forward call, an even number >= 2 (each pair
+            takes two rows); None sends all 2 N B rows at once. Results do not depend on it.
+        output: picks a tensor from the model's output.
+
+    Returns `attr(params, x, target=None, baselines=None)` shaped like x; `baselines` is a
+    distribution of shape (N, *x.shape[1:]) (None: one zero reference). Unlike captum, N = 1
+    is allowed (it equals `deeplift`).
+
+    >>> a = fattr.deeplift_shap(f)(params, x, target=labels, baselines=background[:16])
+
+    Lundberg and Lee, "A Unified Approach to Interpreting Model Predictions" (2017),
+    https://arxiv.org/abs/1705.07874
+    """
+    eps = check_eps(eps, "deeplift_shap")
+    check_batch_size(batch_size, "deeplift_shap")
+    if batch_size is not None and batch_size < 2:
+        raise FattrError("deeplift_shap: batch_size must be at least 2 (an input and its "
+                         f"reference are two rows of one forward), got {batch_size}.")
+    pairs = None if batch_size is None else batch_size // 2
+    model = as_model(f, output, "deeplift_shap")
+    ruled = rescaled(model, eps)
+
+    def compute(params: Params, call: Call, baselines: Tensor | None = None) -> Tensor:
+        x = call.x
+        pool = baseline_distribution(baselines, x, "deeplift_shap")
+        count = pool.shape[0]
+        inputs, example = fold(x.expand(count, *x.shape))
+        references, _ = fold(pool.unsqueeze(1).expand(count, *x.shape))
+
+        def chunk(rows: Tensor, refs: Tensor, index: Tensor) -> Tensor:
+            return pair_attribution(ruled, params, rows, refs, call.target, index)
+
+        total = chunked(chunk, inputs, references, example, batch_size=pairs,
+                        segments=(example, call.batch))
+        return total / count
+
+    return attribution(model, compute, doc=deeplift_shap.__doc__)
