@@ -16,8 +16,10 @@ An `ActivationRule` applies such backwards to modules (by `rewrite`) and to func
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,26 +37,69 @@ class Unsupported(Exception):
     """Raised by `Activation` parsers for a configuration no rule can follow (a reason)."""
 
 
+class Pass:
+    """One attribution's backward pass: rules apply while it is `active`.
+
+    A method computes its modified gradient inside `rule_pass()`. Afterwards the same autograd
+    nodes may be traversed again, by a derivative OF the attribution (w.r.t. params or x, for
+    a training loss): that traversal differentiates the forward values the rules read, so the
+    nodes then give the activation's true derivative. Without a pass (a tree from `rewrite`
+    used directly), rules always apply.
+    """
+
+    active = True
+
+
+_PASS: contextvars.ContextVar[Pass | None] = contextvars.ContextVar("fattr_rule_pass",
+                                                                   default=None)
+
+
+@contextlib.contextmanager
+def rule_pass() -> Iterator[None]:
+    """Rules apply to the backward passes started inside, and to no later traversal."""
+    current = Pass()
+    token = _PASS.set(current)
+    try:
+        yield
+    finally:
+        current.active = False
+        _PASS.reset(token)
+
+
+def true_backward(g: Tensor, x: Tensor, fn: ActivationFn) -> Tensor:
+    """The activation's own vector-Jacobian product."""
+    return torch.func.vjp(fn, x)[1](g)[0]
+
+
 class RuleFunction(torch.autograd.Function):
-    """y = fn(x); dx = backward(dy, x, y, fn)."""
+    """y = fn(x); dx = backward(dy, x, y, fn) during the attribution's pass (see `Pass`).
+
+    The saved y is for values (masks, thresholds): its own gradient is this rule's, so a rule
+    whose result must be differentiable through y (for double backward) recomputes fn(x).
+    """
 
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
+    def forward(x: Tensor, fn: ActivationFn, backward: Backward, name: str,
+                during: Pass | None) -> Tensor:
         with torch._C.DisableTorchFunction():  # the activation itself is not routed again
             return fn(x)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, fn, backward, name = inputs
+        x, fn, backward, name, during = inputs
         ctx.save_for_backward(x, output)
-        ctx.fn, ctx.rule_backward, ctx.rule_name = fn, backward, name
+        ctx.fn, ctx.rule_backward, ctx.rule_name, ctx.during = fn, backward, name, during
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple:
         x, y = ctx.saved_tensors
-        return ctx.rule_backward(grad_output, x, y, ctx.fn), None, None, None
+        if ctx.during is None or ctx.during.active:
+            dx = ctx.rule_backward(grad_output, x, y, ctx.fn)
+        else:
+            dx = true_backward(grad_output, x, ctx.fn)
+        return dx, None, None, None, None
 
     @staticmethod
     def jvp(ctx: Any, *grad_inputs: Any) -> Tensor:
@@ -70,7 +115,7 @@ def keep_where_positive(g: Tensor, v: Tensor) -> Tensor:
 
 def apply_rule(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
     """fn(x) whose backward follows `backward`, as a custom Function."""
-    return RuleFunction.apply(x, fn, backward, name)
+    return RuleFunction.apply(x, fn, backward, name, _PASS.get())
 
 
 def apply_hooked(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from fattr.core.gradients import input_gradient
 from fattr.core.model import Call, FunctionalModel, Model, Params
 from fattr.errors import FattrError, FattrTypeError
-from fattr.rules.activation import ActivationRule
+from fattr.rules.activation import ActivationRule, rule_pass
 from fattr.rules.rewrite import Rules, rewrite
 
 
@@ -79,7 +79,8 @@ def rule_gradient(model: Model, rule: ActivationRule, *, times_input: bool = Fal
     ruled = under_activation_rule(model, rule, refuse)
 
     def compute(params: Params, call: Call) -> Tensor:
-        g = input_gradient(ruled, params, call.x, call.target)[0]
+        with rule_pass():
+            g = input_gradient(ruled, params, call.x, call.target)[0]
         return g * call.x if times_input else g
 
     return compute

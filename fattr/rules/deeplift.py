@@ -20,7 +20,7 @@ from fattr.core.gradients import input_gradient
 from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
 from fattr.core.targets import Target
 from fattr.errors import FattrError
-from fattr.rules.activation import Activation, ActivationFn, ActivationRule
+from fattr.rules.activation import Activation, ActivationFn, ActivationRule, rule_pass
 from fattr.rules.apply import under_activation_rule
 from fattr.rules.nonlinearities import (
     ELU,
@@ -64,7 +64,12 @@ def _differences(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 def rescale(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float,
             activation: Activation) -> Tensor:
-    """Elementwise rescale rule: dx = g * (y - y0) / (x - x0), both halves alike."""
+    """Elementwise rescale rule: dx = g * (y - y0) / (x - x0), both halves alike.
+
+    Every rule here recomputes y = fn(x): the saved output's own gradient is the rule's, so
+    using it would make derivatives of the attribution (double backward) follow the rule
+    instead of the activation."""
+    y = fn(x)
     dx, dy = _differences(x, y)
     return g * _blend(dy, dx, _near(dx, eps), activation.derivative(x, y, fn))
 
@@ -72,8 +77,9 @@ def rescale(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float,
 def rescale_softmax(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float) -> Tensor:
     """The rescale rule elementwise, then minus its mean along the softmax axis of each example
     (captum's normalization, which captum takes over the whole doubled batch at once)."""
+    y, back = torch.func.vjp(fn, x)
     dx, dy = _differences(x, y)
-    plain = torch.func.vjp(fn, x)[1](g)[0]
+    plain = back(g)[0]
     unnormalized = _blend(_pair(g) * dy, dx, _near(dx, eps), plain)
     return unnormalized - unnormalized.mean(fn.keywords["dim"], keepdim=True)
 
@@ -83,9 +89,9 @@ def rescale_max_pool(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: flo
     whichever half has the larger maximum, then is divided by that element's input difference.
 
     Overlapping windows add up at a shared argmax (captum's `max_unpool` overwrites them)."""
+    y, route = torch.func.vjp(fn, x)
     y2 = _pair(y)
     top = torch.maximum(y2[0], y2[1])
-    _, route = torch.func.vjp(fn, x)
     shares = _pair(route(g * torch.cat([top - y2[1], y2[0] - top]))[0])
     dx = _pair(x)[0] - _pair(x)[1]
     return _blend(shares[0] + shares[1], dx, _near(dx, eps), route(g)[0])
@@ -126,7 +132,8 @@ def pair_attribution(model: Model, params: Params, x: Tensor, reference: Tensor,
     """
     n = x.shape[0]
     rows = torch.arange(n, device=x.device) if rows is None else rows
-    g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
+    with rule_pass():
+        g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
     return (x - reference) * g[:n]
 
 

@@ -1,0 +1,122 @@
+"""Every rule method under vmap (targets, per-example inputs), grad (double backward against
+finite differences), the hook formulation, and torch.compile."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.func import grad, vmap
+
+import fattr
+from tests.conftest import small_cnn
+
+POOL = 0.3 * torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+
+METHODS = {
+    "guided_backprop": (fattr.guided_backprop, {}),
+    "guided_backprop_hook": (lambda f: fattr.guided_backprop(f, mode="hook"), {}),
+    "deconvnet": (fattr.deconvnet, {}),
+    "deconvnet_hook": (lambda f: fattr.deconvnet(f, mode="hook"), {}),
+    "rectgrad": (lambda f: fattr.rectgrad(f, percentile=70.0), {}),
+    "rectgrad_hook": (lambda f: fattr.rectgrad(f, percentile=70.0, mode="hook"), {}),
+    "deeplift": (fattr.deeplift, {"baseline": 0.1}),
+    "deeplift_shap": (lambda f: fattr.deeplift_shap(f, batch_size=4), {"baselines": POOL}),
+}
+
+
+@pytest.fixture
+def setup():
+    net = small_cnn()
+    f, params = fattr.functional(net)
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    return net, f, params, x
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_vmap_over_targets_equals_separate_calls(name, setup):
+    _, f, params, x = setup
+    make, kw = METHODS[name]
+    attr = make(f)
+    targets = torch.tensor([[0, 1, 2], [3, 3, 0]])
+    mapped = vmap(lambda t: attr(params, x, t, **kw))(targets)
+    loop = torch.stack([attr(params, x, t, **kw) for t in targets])
+    assert mapped.shape == (2, *x.shape) and loop.abs().max() > 0
+    torch.testing.assert_close(mapped, loop, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_vmap_over_per_example_equals_batched(name, setup):
+    _, f, params, x = setup
+    make, kw = METHODS[name]
+    target = torch.tensor([1, 0, 3])
+    one = make(fattr.per_example(f))
+    mapped = vmap(lambda xi, ti: one(params, xi, ti, **kw))(x, target)
+    torch.testing.assert_close(mapped, make(f)(params, x, target, **kw), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_gradient_wrt_params_matches_finite_differences(name, setup):
+    """d/dt loss(params + t v) at t=0, by torch.func.grad and by central differences."""
+    _, f, params, x = setup
+    make, kw = METHODS[name]
+    attr = make(f)
+    weights = torch.randn_like(x)
+    names = [k for k in params if k.endswith(("weight", "bias"))]
+    direction = {k: torch.randn_like(params[k]) for k in names}
+
+    def loss(trained):
+        return (attr({**params, **trained}, x, 2, **kw) * weights).sum()
+
+    trained = {k: params[k] for k in names}
+    g = grad(loss)(trained)
+    assert sum(v.abs().sum() for v in g.values()) > 0
+    analytic = sum((g[k] * direction[k]).sum() for k in names)
+    h = 1e-6
+    plus = loss({k: trained[k] + h * direction[k] for k in names})
+    minus = loss({k: trained[k] - h * direction[k] for k in names})
+    torch.testing.assert_close(analytic, (plus - minus) / (2 * h), rtol=1e-5, atol=1e-8)
+
+
+def test_autograd_double_backward_equals_torch_func(setup):
+    _, f, params, x = setup
+    weight = params["0.weight"].clone().requires_grad_()
+    a = fattr.deeplift(f)({**params, "0.weight": weight}, x, 1, baseline=0.1)
+    assert a.requires_grad
+    by_autograd = torch.autograd.grad(a.pow(2).sum(), weight)[0]
+    by_func = grad(lambda w: fattr.deeplift(f)({**params, "0.weight": w}, x, 1,
+                                               baseline=0.1).pow(2).sum())(params["0.weight"])
+    torch.testing.assert_close(by_autograd, by_func)
+
+
+@pytest.mark.parametrize("method", [fattr.guided_backprop, fattr.deconvnet, fattr.rectgrad])
+def test_hook_mode_equals_function_mode_in_value_and_param_gradient(method, setup):
+    _, f, params, x = setup
+
+    def loss(mode, w):
+        return method(f, mode=mode)({**params, "4.weight": w}, x, 0).pow(2).sum()
+
+    torch.testing.assert_close(method(f, mode="hook")(params, x, 0), method(f)(params, x, 0))
+    torch.testing.assert_close(grad(lambda w: loss("hook", w))(params["4.weight"]),
+                               grad(lambda w: loss("function", w))(params["4.weight"]))
+
+
+def test_forward_mode_fails_clearly(setup):
+    _, f, params, x = setup
+    attr = fattr.guided_backprop(f)
+    with pytest.raises(fattr.FattrError, match="guided_backprop: forward-mode AD"):
+        torch.func.jvp(lambda v: attr(params, v, 0), (x,), (torch.ones_like(x),))
+
+
+def test_torch_compile_of_guided_backprop_gives_the_eager_result():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(inplace=True),
+                              torch.nn.Linear(8, 3)).double().eval()
+    f, params = fattr.functional(net)
+    x = torch.randn(4, 6, dtype=torch.float64)
+    attr = fattr.guided_backprop(f, mode="hook")
+    compiled = torch.compile(attr)
+    for target in (1, torch.tensor([0, 2, 1, 1])):
+        eager = attr(params, x, target)
+        assert eager.abs().max() > 0
+        torch.testing.assert_close(compiled(params, x, target), eager, rtol=0, atol=0)
+    assert not torch.allclose(eager, fattr.saliency(f, abs=False)(params, x, target))
