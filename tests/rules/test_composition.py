@@ -10,7 +10,8 @@ from torch.func import grad, vmap
 import fattr
 from tests.conftest import small_cnn
 
-POOL = 0.3 * torch.randn(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+POOL = 0.3 * torch.randn(3, 1, 8, 8, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(9))
 
 METHODS = {
     "guided_backprop": (fattr.guided_backprop, {}),
