@@ -1,0 +1,133 @@
+"""Occlusion (Zeiler and Fergus 2014): slide a baseline-filled window over the input."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from fattr.core.baselines import baseline_like
+from fattr.core.chunking import check_batch_size
+from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.errors import FattrError
+from fattr.perturbation.engine import (
+    as_result,
+    check_per_call,
+    empty_result,
+    model_scores,
+    perturbed_scores,
+)
+
+Size = int | Sequence[int]
+
+
+def _sizes(value: Size, name: str, length: int | None) -> tuple[int, ...]:
+    sizes = (value,) if isinstance(value, int) and not isinstance(value, bool) else value
+    if not isinstance(sizes, Sequence) or not sizes or any(
+            isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        raise FattrError(f"occlusion: {name} must be a positive int or a tuple of positive ints "
+                         f"(one per axis after the batch axis), got {value!r}.")
+    if length is not None and len(sizes) not in (1, length):
+        raise FattrError(f"occlusion: stride {value!r} has {len(sizes)} entries but the window "
+                         f"has {length}; pass one stride per window axis, or one int for all.")
+    return tuple(sizes) * (length if length is not None and len(sizes) == 1 else 1)
+
+
+def window_masks(window: tuple[int, ...], stride: tuple[int, ...], x: Tensor,
+                 ) -> list[Tensor]:
+    """Per axis, which elements each window position covers: (positions, size) bool.
+
+    Positions start at 0, stride, 2*stride, ... up to ceil((size - window) / stride) * stride,
+    so a last window that does not fit is cut at the border (captum's placement).
+    """
+    shape = tuple(x.shape[1:])
+    if len(window) != len(shape):
+        raise FattrError(
+            f"occlusion: window {window} has {len(window)} axes but x of shape {tuple(x.shape)} "
+            f"has {len(shape)} after the batch axis. The window excludes the batch axis: for "
+            f"images (C, H, W) pass e.g. ({shape[0]}, 8, 8).")
+    if any(w > size for w, size in zip(window, shape)):
+        raise FattrError(f"occlusion: window {window} is larger than the input {shape} (x's "
+                         "shape after the batch axis) along some axis.")
+    if any(s > w and w < size for s, w, size in zip(stride, window, shape)):
+        raise FattrError(f"occlusion: stride {stride} is larger than window {window} along an "
+                         f"axis the window does not cover entirely (input {shape}), so some "
+                         "elements would never be occluded. Use a stride <= the window.")
+    masks = []
+    for w, s, size in zip(window, stride, shape):
+        starts = torch.arange(math.ceil((size - w) / s) + 1, device=x.device) * s
+        element = torch.arange(size, device=x.device)
+        masks.append((element >= starts[:, None]) & (element < starts[:, None] + w))
+    return masks
+
+
+def occlusion(f: ModelFn, window: Size, stride: Size | None = None,
+              batch_size: int | None = None, *, output: Callable[[Any], Tensor] | None = None,
+              ) -> Callable[..., Tensor]:
+    """Average output drop over every window position that covers an element.
+
+        occ(x)_e = (1 / |P(e)|) * sum_{p in P(e)} (f(x) - f(x with window p set to the baseline))
+
+    where P(e) are the window positions covering element e. Windows start at 0 and move by
+    `stride` along every axis after the batch axis; a last window that does not fit is cut at
+    the border (as captum).
+
+    Args:
+        f: model function `f(params, x)`.
+        window: the window's size along every axis after the batch axis, e.g. (3, 8, 8) for
+            (B, 3, H, W) images (captum's sliding_window_shapes). An int is a 1-axis window.
+        stride: the step along each window axis (an int for all); None (default) steps by 1,
+            as captum. A stride may not exceed the window unless the window spans that axis.
+        batch_size: the most model inputs per forward call, mixed across examples and window
+            positions (captum's perturbations_per_eval counts whole batches instead); None
+            evaluates every position at once. The result does not depend on it.
+        output: picks a tensor from the model's output.
+
+    Returns `attr(params, x, target=None, *, baseline=None) -> Tensor` shaped like x;
+    `baseline` is None (zeros), a number, or a tensor broadcastable to x. Forward-only: x may be
+    an integer tensor (token ids with a baseline id); the result then has the model output's
+    dtype. Differentiable in params (and in x and the baseline) and works under
+    `torch.func.vmap` over targets.
+
+    >>> attr = fattr.occlusion(f, window=(3, 8, 8), stride=(3, 4, 4), batch_size=256)
+    >>> a = attr(params, x, target=labels)
+
+    Zeiler, Fergus, "Visualizing and Understanding Convolutional Networks" (2014),
+    https://arxiv.org/abs/1311.2901
+    """
+    window = _sizes(window, "window", None)
+    stride = (1,) * len(window) if stride is None else _sizes(stride, "stride", len(window))
+    check_batch_size(batch_size, "occlusion")
+    model = as_model(f, output, "occlusion")
+
+    def compute(params: Params, call: Call, **given: Any) -> Tensor:
+        check_per_call(given, ("baseline",), "occlusion")
+        x = call.x
+        fill = baseline_like(given.get("baseline"), x, "occlusion")
+        masks = window_masks(window, stride, x)
+        counts = [m.shape[0] for m in masks]
+        grid = torch.meshgrid(*(torch.arange(n, device=x.device) for n in counts), indexing="ij")
+        positions = torch.stack(grid, -1).reshape(-1, len(counts))
+
+        def removed(rows: Tensor, example: Tensor) -> Tensor:
+            covered = torch.ones((rows.shape[0],) + (1,) * len(masks), dtype=torch.bool,
+                                 device=x.device)
+            for axis, mask in enumerate(masks):
+                shape = [rows.shape[0]] + [1] * len(masks)
+                shape[axis + 1] = mask.shape[1]
+                covered = covered & mask[rows[:, axis]].reshape(shape)
+            return covered
+
+        scores = perturbed_scores(model, params, call, positions, removed, fill, batch_size)
+        drops = (model_scores(model, params, call, batch_size) - scores).T.reshape(-1, *counts)
+        total, coverage = drops, torch.ones_like(drops[:1])
+        for mask in masks:  # spread each position's drop over the elements it covers
+            total = torch.tensordot(total, mask.to(drops.dtype), dims=([1], [0]))
+            coverage = torch.tensordot(coverage, mask.to(drops.dtype), dims=([1], [0]))
+        return as_result(total / coverage, x)
+
+    return attribution(model, compute, gradient=False, empty=empty_result,
+                       batched_kwargs=("baseline",), doc=occlusion.__doc__)
