@@ -66,10 +66,8 @@ def rescale(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float,
             activation: Activation) -> Tensor:
     """Elementwise rescale rule: dx = g * (y - y0) / (x - x0), both halves alike.
 
-    Every rule here recomputes y = fn(x): the saved output's own gradient is the rule's, so
-    using it would make derivatives of the attribution (double backward) follow the rule
-    instead of the activation."""
-    y = fn(x)
+    The rules are differentiable in x and y; a derivative of the attribution reaches x and y
+    after the rule pass, through the activation's true derivative (see `rule_pass`)."""
     dx, dy = _differences(x, y)
     return g * _blend(dy, dx, _near(dx, eps), activation.derivative(x, y, fn))
 

@@ -22,7 +22,7 @@ def matrix_rectgrad(net: nn.Sequential, x: torch.Tensor, target: int, q: float) 
     g = linears[-1].weight[target]
     for lin, a in zip(reversed(linears[:-1]), reversed(acts)):
         score = a * g
-        g = g * (score > torch.quantile(score, q / 100))
+        g = g * (score > torch.quantile(score, q / 100, interpolation="nearest"))
         g = g @ lin.weight
     return g * x
 
@@ -38,7 +38,7 @@ def hooked_rectgrad(net: nn.Module, x: torch.Tensor, target: int, q: float) -> t
     def relu_output(module, inputs, a):
         def rectify(g):
             score = a * g
-            threshold = torch.quantile(score.flatten(), q / 100)
+            threshold = torch.quantile(score.flatten(), q / 100, interpolation="nearest")
             assert threshold >= 0
             return g * (score > threshold)
 
@@ -95,7 +95,7 @@ def test_rule_keeps_only_the_top_share():
 @pytest.mark.parametrize("q", [0.0, 12.5, 50.0, 98.0, 100.0])
 def test_percentile_equals_torch_quantile(shape, q):
     v = torch.randn(shape, dtype=torch.float64)
-    expected = torch.quantile(v.reshape(shape[0], -1), q / 100, dim=1)
+    expected = torch.quantile(v.reshape(shape[0], -1), q / 100, dim=1, interpolation="nearest")
     got = row_percentile(v, q)
     assert got.shape == (shape[0], *([1] * (len(shape) - 1)))
     torch.testing.assert_close(got.flatten(), expected, rtol=0, atol=0)
@@ -104,7 +104,7 @@ def test_percentile_equals_torch_quantile(shape, q):
 def test_percentile_above_two_to_the_24_elements():
     """Older torch.quantile refused more than 2**24 elements; kthvalue never did."""
     v = torch.arange(2**24 + 3, dtype=torch.float32)[torch.randperm(2**24 + 3)].reshape(1, -1)
-    assert row_percentile(v, 50.0).item() == (2**24 + 2) / 2
+    assert row_percentile(v, 50.0).item() == (2**24 + 2) // 2
 
 
 @pytest.mark.parametrize("q", [-1, 100.5, "98", True, float("nan")])
