@@ -1,0 +1,85 @@
+"""Neuron Conductance (Dhamdhere et al. 2018)."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from typing import Any, Union
+
+from torch import Tensor
+
+from fattr.core.baselines import BaselineSpec, baseline_like
+from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.gradients import fold, input_gradient
+from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.paths import straight_path
+from fattr.core.quadrature import check_rule, quadrature
+from fattr.core.targets import Target
+from fattr.errors import FattrError
+from fattr.layers.taps import LayerSpec, Tap
+from fattr.layers.to_layer import LayerModel
+
+Neuron = Union[int, tuple, Callable[[Tensor], Tensor]]
+
+
+def neuron_conductance(f: ModelFn, layer: LayerSpec, neuron: Neuron, steps: int = 50,
+                       method: str = "riemann_trapezoid", batch_size: int | None = None, *,
+                       output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
+    """How much of a layer neuron's conductance flows through each input feature.
+
+        NC = (x - x') * sum_i w_i (d y_t / d n)(x_i) * (d n / d x)(x_i)
+        x_i = x' + alpha_i (x - x')
+
+    for the neuron n of `layer`; summed over the input it gives the neuron's conductance.
+
+    Args:
+        f: a model function from `fattr.functional` (or `per_example` of one).
+        layer: the dotted name from `model.named_modules()`, or the submodule.
+        neuron: an int (the flattened neuron index of the layer output, as
+            `to_layer(..., flatten=True)`), a tuple indexing every axis after the batch axis,
+            or a callable from the layer output (B, ...) to one value per example.
+        steps, method: the quadrature rule (default 50 steps, riemann_trapezoid as captum).
+            fattr's trapezoid rule is the true one, so its result is captum's times
+            steps / (steps - 1) (captum's weights sum to (steps - 1) / steps).
+        batch_size: the most path points per forward call; None sends all at once.
+        output: picks a tensor from the model's output.
+
+    Returns `attr(params, x, target=None, baseline=None)` shaped like x.
+
+    >>> nc = fattr.neuron_conductance(f, "layer3", neuron=(5, 2, 2))(params, x, target=labels)
+
+    Dhamdhere, Sundararajan, Yan, "How Important Is a Neuron?" (2018),
+    https://arxiv.org/abs/1805.12233
+    """
+    name = "neuron_conductance"
+    flat = isinstance(neuron, numbers.Integral) and not isinstance(neuron, bool)
+    if not (flat or callable(neuron) or (isinstance(neuron, tuple) and neuron and all(
+            isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in neuron))):
+        raise FattrError(f"{name}: neuron must be an int (flattened index), a tuple of ints "
+                         f"(one per layer axis) or a callable, got {neuron!r}.")
+    check_rule(method, steps, name)
+    check_batch_size(batch_size, name)
+    model = as_model(f, output, name)
+    tap = Tap(model, layer, name)
+    neuron_model = as_model(LayerModel(tap, flatten=flat), None, name)
+
+    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
+        x = call.x
+        start = baseline_like(baseline, x, name)
+        alphas, weights = quadrature(method, steps, x)
+        rows, example = fold(straight_path(start, x, alphas))
+        row_weights = weights.repeat_interleave(x.shape[0])
+        unit = Target(neuron, rows.shape[0], x.device, name)
+
+        def chunk(inputs: Tensor, w: Tensor, index: Tensor) -> Tensor:
+            layer_grad = tap.gradients(params, inputs, call.target, index).gradients[0]
+            through = unit.select(layer_grad.flatten(1) if flat else layer_grad)
+            neuron_grad, _ = input_gradient(neuron_model, params, inputs, unit)
+            return neuron_grad * (through * w).reshape(-1, *([1] * (x.ndim - 1)))
+
+        total = chunked(chunk, rows, row_weights, example, batch_size=batch_size,
+                        segments=(example, x.shape[0]))
+        return (x - start) * total
+
+    return attribution(model, compute, batched_kwargs=("baseline",),
+                       doc=neuron_conductance.__doc__)
