@@ -9,12 +9,13 @@ import torch
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.chunking import chunked
 from fattr.core.gradients import fold
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.model import Call, ModelFn, Params, attribution
 from fattr.core.paths import straight_path
-from fattr.core.quadrature import check_rule, quadrature
-from fattr.layers.taps import LayerSpec, Tap, empty_layer_output
+from fattr.core.quadrature import quadrature
+from fattr.layers.paths import path_method
+from fattr.layers.taps import LayerSpec, empty_layer_output
 
 
 def layer_conductance(f: ModelFn, layer: LayerSpec, steps: int = 50,
@@ -39,10 +40,7 @@ def layer_conductance(f: ModelFn, layer: LayerSpec, steps: int = 50,
     https://arxiv.org/abs/1805.12233
     """
     name = "layer_conductance"
-    check_rule(method, steps, name)
-    check_batch_size(batch_size, name)
-    model = as_model(f, output, name)
-    tap = Tap(model, layer, name)
+    model, tap = path_method(f, layer, steps, method, batch_size, output, name)
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
         x = call.x

@@ -8,12 +8,11 @@ from typing import Any
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.chunking import check_batch_size
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.model import Call, ModelFn, Params, attribution
 from fattr.core.paths import straight_path
-from fattr.core.quadrature import check_rule, quadrature
-from fattr.layers.paths import layer_gradient_sum
-from fattr.layers.taps import LayerSpec, Tap, empty_layer_output
+from fattr.core.quadrature import quadrature
+from fattr.layers.paths import layer_gradient_sum, path_method
+from fattr.layers.taps import LayerSpec, empty_layer_output
 
 
 def layer_integrated_gradients(f: ModelFn, layer: LayerSpec, steps: int = 50,
@@ -46,10 +45,7 @@ def layer_integrated_gradients(f: ModelFn, layer: LayerSpec, steps: int = 50,
     https://arxiv.org/abs/1703.01365
     """
     name = "layer_integrated_gradients"
-    check_rule(method, steps, name)
-    check_batch_size(batch_size, name)
-    model = as_model(f, output, name)
-    tap = Tap(model, layer, name)
+    model, tap = path_method(f, layer, steps, method, batch_size, output, name)
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
         x = call.x

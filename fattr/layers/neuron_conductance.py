@@ -9,14 +9,15 @@ from typing import Any, Union
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.chunking import chunked
 from fattr.core.gradients import fold, input_gradient
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
 from fattr.core.paths import straight_path
-from fattr.core.quadrature import check_rule, quadrature
+from fattr.core.quadrature import quadrature
 from fattr.core.targets import Target
 from fattr.errors import FattrError
-from fattr.layers.taps import LayerSpec, Tap
+from fattr.layers.paths import path_method
+from fattr.layers.taps import LayerSpec
 from fattr.layers.to_layer import LayerModel
 
 Neuron = Union[int, tuple, Callable[[Tensor], Tensor]]
@@ -57,10 +58,7 @@ def neuron_conductance(f: ModelFn, layer: LayerSpec, neuron: Neuron, steps: int 
             isinstance(i, numbers.Integral) and not isinstance(i, bool) for i in neuron))):
         raise FattrError(f"{name}: neuron must be an int (flattened index), a tuple of ints "
                          f"(one per layer axis) or a callable, got {neuron!r}.")
-    check_rule(method, steps, name)
-    check_batch_size(batch_size, name)
-    model = as_model(f, output, name)
-    tap = Tap(model, layer, name)
+    model, tap = path_method(f, layer, steps, method, batch_size, output, name)
     neuron_model = as_model(LayerModel(tap, flatten=flat), None, name)
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:

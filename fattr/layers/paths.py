@@ -7,13 +7,26 @@ Points are folded into the batch axis and evaluated `batch_size` rows at a time.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from torch import Tensor
 
-from fattr.core.chunking import chunked
+from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.gradients import fold
-from fattr.core.model import Params
+from fattr.core.model import Model, ModelFn, Params, as_model
+from fattr.core.quadrature import check_rule
 from fattr.core.targets import Target
-from fattr.layers.taps import Tap
+from fattr.layers.taps import LayerSpec, Tap
+
+
+def path_method(f: ModelFn, layer: LayerSpec, steps: int, method: str, batch_size: int | None,
+                output: Callable[[Any], Tensor] | None, name: str) -> tuple[Model, Tap]:
+    """The constructor checks every layer path method shares; returns (model, tap)."""
+    check_rule(method, steps, name)
+    check_batch_size(batch_size, name)
+    model = as_model(f, output, name)
+    return model, Tap(model, layer, name)
 
 
 def layer_gradient_sum(tap: Tap, params: Params, x: Tensor, target: Target, weights: Tensor,
