@@ -8,6 +8,7 @@ metrics only differ in what a removed feature becomes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -40,7 +41,7 @@ def removal_curve(model: Model, params: Params, batch: Batch, order: Tensor, ste
     """Target scores (steps + 1, B) after removing floor(i * n / steps) features, i = 0..steps,
     in the order of `order` (B, ...) (rank 0 first); `order` broadcasts over x."""
     x = batch.x
-    counts = removal_counts(order[0].numel(), steps, x.device)
+    counts = removal_counts(math.prod(order.shape[1:]), steps, x.device)
     step = torch.arange(steps + 1, device=x.device).repeat_interleave(batch.size)
     example = torch.arange(batch.size, device=x.device).repeat(steps + 1)
     unit = (1,) * (order.ndim - 1)
@@ -68,6 +69,8 @@ def curve_metric(method: str, f: ModelFn, params: Params, x: Tensor, attribution
     check_batch_size(batch_size, method)
     batch = prepare(model, x, target)
     attribution = check_like(attribution, x, method, broadcast=True, batched=not batch.single)
+    if batch.size == 0:
+        return batch.x.new_zeros(0)
     order = ranks(batch.batched(attribution), descending=descending)
     curve = removal_curve(model, params, batch, order, steps, fill(batch), batch_size)
     return batch.result(trapezoid(curve))

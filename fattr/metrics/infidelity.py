@@ -70,6 +70,8 @@ def infidelity(f: ModelFn, params: Params, x: Tensor, attribution: Tensor,
     batch = prepare(model, x, target)
     attribution = batch.batched(check_like(attribution, x, method, batched=not batch.single))
     x = batch.x
+    if batch.size == 0:
+        return x.new_zeros(0)
     if perturbations is None:
         check_count(samples, "samples", method)
         if not stdev >= 0:

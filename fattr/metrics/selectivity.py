@@ -75,6 +75,8 @@ def selectivity(f: ModelFn, params: Params, x: Tensor, attr_fn: Callable[..., Te
     batch = prepare(model, x, target)
     check_per_example(attr_fn, batch.single, method)
     x = batch.x
+    if batch.size == 0:
+        return x.new_zeros(0)
     fill = baseline_like(fill, x, method, "fill")
     target = batch.target.spec
     current = x

@@ -58,6 +58,8 @@ def sensitivity_max(attr_fn: Callable[..., Tensor], params: Params, x: Tensor,
     single = bool(getattr(attr_fn, "per_example", False))
     if not single:  # lists become tensors, so they repeat with the copies
         target = Target(target, x.shape[0], x.device, method).spec
+        if x.shape[0] == 0:
+            return x.new_zeros(0)
     if perturbations is None:
         check_count(samples, "samples", method)
         if not radius >= 0:
