@@ -1,10 +1,10 @@
 """Modified backprop against a plain forward + backward and against captum, in one process.
 
-torchvision resnet18 (random weights, float32) at 64x64, batch 8. Each fattr method is timed
-against one raw forward + backward to the input of the same batch (for DeepLIFT: the doubled
-batch it runs; for DeepLiftShap with 4 references: 2 * 4 * 8 rows), and against captum's
-hook-based version on the same inputs (captum's DeepLift needs a ResNet whose blocks do not
-reuse their ReLU, issue 1082; it gets one, with the same function).
+torchvision resnet18 (random weights, float32) at 64x64, batch 8, and at 224x224, batch 2.
+Each fattr method is timed against one raw forward + backward to the input of the same batch
+(for DeepLIFT: the doubled batch it runs; for DeepLiftShap with 4 references: 2 * 4 * B rows),
+and against captum's hook-based version on the same inputs (captum's DeepLift needs a ResNet
+whose blocks do not reuse their ReLU, issue 1082; it gets one, with the same function).
 
     .venv/bin/python benchmarks/bench_rules.py
 """
@@ -43,7 +43,8 @@ def child_safe(fn: Callable[[], object]) -> Callable[[], object]:
     return run
 
 
-def main(batch: int = 8, size: int = 64, references: int = 4) -> str:
+def tables(batch: int, size: int, references: int = 4, rounds: int = 5,
+           shap: bool = True) -> str:
     warnings.filterwarnings("ignore")
     torch.manual_seed(0)
     net = torchvision.models.resnet18()
@@ -88,19 +89,24 @@ def main(batch: int = 8, size: int = 64, references: int = 4) -> str:
             "captum DeepLift": lambda: ca.DeepLift(captum_net).attribute(
                 x, baselines[:1].expand_as(x), target=target),
         }, 2 * batch),
-        "deeplift_shap": ({
+    }
+    if shap:
+        groups["deeplift_shap"] = ({
             "fattr": fattr_call(fattr.deeplift_shap(f), baselines=baselines),
             "captum DeepLiftShap": lambda: ca.DeepLiftShap(captum_net).attribute(
                 x, baselines, target=target),
-        }, 2 * references * batch),
-    }
-    tables = []
+        }, 2 * references * batch)
+    out = []
     for name, (fns, rows) in groups.items():
         reference = f"raw forward+backward ({rows} rows)"
         fns = {name: child_safe(fn) for name, fn in {reference: raw(rows), **fns}.items()}
-        rows_ = compare(fns, reference=reference, rounds=5)
-        tables.append(markdown(rows_, f"{name}: resnet18, batch {batch}, {size}x{size}"))
-    return "\n\n".join(tables)
+        out.append(markdown(compare(fns, reference=reference, rounds=rounds),
+                            f"{name}: resnet18, batch {batch}, {size}x{size}"))
+    return "\n\n".join(out)
+
+
+def main() -> str:
+    return "\n\n".join([tables(8, 64), tables(2, 224, rounds=3, shap=False)])
 
 
 if __name__ == "__main__":

@@ -40,14 +40,23 @@ class Unsupported(Exception):
 class Pass:
     """One attribution's backward pass: rules apply while it is `active`.
 
-    A method computes its modified gradient inside `rule_pass()`. Afterwards the same autograd
-    nodes may be traversed again, by a derivative OF the attribution (w.r.t. params or x, for
-    a training loss): that traversal differentiates the forward values the rules read, so the
-    nodes then give the activation's true derivative. Without a pass (a tree from `rewrite`
-    used directly), rules always apply.
+    A method computes its modified gradient inside `rule_pass(...)`. Afterwards the same
+    autograd nodes may be traversed again, by a derivative OF the attribution (w.r.t. params or
+    x, for a training loss): that traversal differentiates the forward values the rules read,
+    so the nodes then give the activation's true derivative. Without a pass (a tree from
+    `rewrite` used directly), rules always apply and always record their graph.
+
+    `tracked` says whether anything outside can differentiate the attribution (a tensor of the
+    call requires grad, as under an outer `torch.func.grad` or with `requires_grad` params).
+    When nothing can, rules run without recording a graph: `torch.func.grad` always builds
+    one for double backward, and the rules' intermediates would otherwise be kept to the end.
     """
 
-    active = True
+    def __init__(self, tracked: bool):
+        self.active, self.tracked = True, tracked
+
+    def rule_grad_mode(self) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if self.tracked else torch.no_grad()
 
 
 _PASS: contextvars.ContextVar[Pass | None] = contextvars.ContextVar("fattr_rule_pass",
@@ -55,15 +64,31 @@ _PASS: contextvars.ContextVar[Pass | None] = contextvars.ContextVar("fattr_rule_
 
 
 @contextlib.contextmanager
-def rule_pass() -> Iterator[None]:
-    """Rules apply to the backward passes started inside, and to no later traversal."""
-    current = Pass()
+def rule_pass(*inputs: Any) -> Iterator[None]:
+    """Rules apply to the backward passes started inside, and to no later traversal.
+
+    `inputs`: the call's tensors (x, reference, the params' values); if none requires grad,
+    nothing can differentiate the result and rules skip recording their graph.
+    """
+    tracked = torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in inputs)
+    current = Pass(tracked)
     token = _PASS.set(current)
     try:
         yield
     finally:
         current.active = False
         _PASS.reset(token)
+
+
+def _run_rule(during: Pass | None, backward: Backward, g: Tensor, x: Tensor, y: Tensor,
+              fn: ActivationFn) -> Tensor:
+    if during is None:
+        return backward(g, x, y, fn)
+    if not during.active:
+        return true_backward(g, x, fn)
+    with during.rule_grad_mode():
+        return backward(g, x, y, fn)
 
 
 def true_backward(g: Tensor, x: Tensor, fn: ActivationFn) -> Tensor:
@@ -95,11 +120,8 @@ class RuleFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple:
         x, y = ctx.saved_tensors
-        if ctx.during is None or ctx.during.active:
-            dx = ctx.rule_backward(grad_output, x, y, ctx.fn)
-        else:
-            dx = true_backward(grad_output, x, ctx.fn)
-        return dx, None, None, None, None
+        return _run_rule(ctx.during, ctx.rule_backward, grad_output, x, y, ctx.fn), \
+            None, None, None, None
 
     @staticmethod
     def jvp(ctx: Any, *grad_inputs: Any) -> Tensor:
@@ -131,7 +153,10 @@ def apply_hooked(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> 
     if not x.requires_grad:
         return y
     out = y.detach() + (x - x.detach())
-    out.register_hook(lambda g: backward(g, x, y, fn))
+    during = _PASS.get()
+    if during is not None:  # hooks stay rules: the identity forward has no true derivative
+        during = Pass(during.tracked)
+    out.register_hook(lambda g: _run_rule(during, backward, g, x, y, fn))
     return out
 
 

@@ -79,7 +79,7 @@ def rule_gradient(model: Model, rule: ActivationRule, *, times_input: bool = Fal
     ruled = under_activation_rule(model, rule, refuse)
 
     def compute(params: Params, call: Call) -> Tensor:
-        with rule_pass():
+        with rule_pass(call.x, *params.values()):
             g = input_gradient(ruled, params, call.x, call.target)[0]
         return g * call.x if times_input else g
 

@@ -130,7 +130,7 @@ def pair_attribution(model: Model, params: Params, x: Tensor, reference: Tensor,
     """
     n = x.shape[0]
     rows = torch.arange(n, device=x.device) if rows is None else rows
-    with rule_pass():
+    with rule_pass(x, reference, *params.values()):
         g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
     return (x - reference) * g[:n]
 
