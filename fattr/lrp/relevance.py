@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import torch
 import torch._C._functorch as _functorch
 from torch import Tensor
+from torch._functorch.pyfunctorch import retrieve_current_functorch_interpreter
 
 from fattr.errors import FattrError
 
@@ -86,11 +87,7 @@ class Relevance(torch.autograd.Function):
         x, *tensors = ctx.saved_tensors
         node: Node = ctx.node
         if ctx.relevant:
-            r = node.rule.relevance(node.op, x, dict(zip(node.names, tensors)), grad)
-            if r.shape != x.shape:
-                raise FattrError(f"lrp: the {type(node.rule).__name__} rule on {node.where} gave "
-                                 f"relevance of shape {tuple(r.shape)} for an input of shape "
-                                 f"{tuple(x.shape)}; Pass only fits shape-preserving modules.")
+            r = _untracked(node.level, _rule_relevance, node, x, tensors, grad)
             return (r, None, *(None for _ in tensors))
         _, vjp = torch.func.vjp(node.op, x, *tensors)
         grads = vjp(grad)
@@ -100,6 +97,32 @@ class Relevance(torch.autograd.Function):
     def jvp(ctx: Any, *grad_inputs: Any) -> Tensor:
         raise FattrError("lrp: forward-mode AD (jvp, jacfwd) is not defined for relevance "
                          "propagation; use reverse mode (grad, vjp, jacrev).")
+
+
+def _rule_relevance(node: Node, x: Tensor, tensors: list[Tensor], grad: Tensor) -> Tensor:
+    r = node.rule.relevance(node.op, x, dict(zip(node.names, tensors)), grad)
+    if r.shape != x.shape:
+        raise FattrError(f"lrp: the {type(node.rule).__name__} rule on {node.where} gave "
+                         f"relevance of shape {tuple(r.shape)} for an input of shape "
+                         f"{tuple(x.shape)}; Pass only fits shape-preserving modules.")
+    return r
+
+
+def _untracked(level: int | None, fn: Callable[..., Tensor], node: Node, x: Tensor,
+               tensors: list[Tensor], grad: Tensor) -> Tensor:
+    """`fn` computed below the relevance level, so that level records no graph of it.
+
+    torch.func's `grad` runs its backward with create_graph=True, which would keep every
+    intermediate of every rule alive until the relevance is returned (a 3x larger peak memory on
+    resnet18). Nothing differentiates relevance at its own level, so the rule runs on tensors
+    unwrapped from it (outer levels still record it: relevance stays differentiable in the
+    parameters) and the result is wrapped back."""
+    if level is None or _functorch.maybe_current_level() != level:
+        return fn(node, x, tensors, grad)
+    down = [_functorch._unwrap_for_grad(t, level) for t in (x, *tensors, grad)]
+    with retrieve_current_functorch_interpreter().lower():
+        r = fn(node, down[0], down[1:-1], down[-1])
+    return _functorch._wrap_for_grad(r, level)
 
 
 def relevance(x: Tensor, node: Node, *tensors: Tensor) -> Tensor:

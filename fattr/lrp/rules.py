@@ -16,9 +16,8 @@ included. stab(z) = z + eps * sign(z) with sign(0) = +1 (and 0 / 0 = 0 when eps 
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -75,16 +74,29 @@ class Term:
                 for name, p in params.items()]
 
 
-class LayerRule(ABC):
-    """Base of the rules with terms: subclasses give `terms`, `share` and maybe `reduce`."""
+class LayerRule:
+    """Base of the rules with terms. The defaults are one unmodified term, the relevance shared
+    in proportion to the output (R / stab(z)), and reduce = sum_k in_k * grad_k: Epsilon's
+    arithmetic. Every float field of a rule must be >= 0."""
 
-    @abstractmethod
+    def __post_init__(self) -> None:
+        for spec in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, spec.name)
+            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if spec.type in ("float", float) and not (numeric and value >= 0):
+                raise FattrError(f"lrp: {type(self).__name__}({spec.name}=...) must be a number "
+                                 f">= 0, got {value!r}.")
+
+    def stabilizer_value(self) -> float:
+        return self.stabilizer  # type: ignore[attr-defined]
+
     def terms(self, x: Tensor) -> Sequence[Term]:
         """The modified evaluations of the layer (x is the layer's input)."""
+        return (Term(),)
 
-    @abstractmethod
     def share(self, r: Tensor, z: list[Tensor]) -> list[Tensor]:
         """The vector each term's vjp takes, from the output relevance and the terms' outputs."""
+        return [r / stabilize(z[0], self.stabilizer_value())]
 
     def reduce(self, inputs: list[Tensor], grads: list[Tensor]) -> Tensor:
         return sum(i * g for i, g in zip(inputs, grads))  # type: ignore[return-value]
@@ -102,12 +114,6 @@ class LayerRule(ABC):
         return self.reduce(inputs, grads)
 
 
-def _check_nonnegative(rule: str, **values: float) -> None:
-    for name, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise FattrError(f"lrp: {rule}({name}=...) must be a number >= 0, got {value!r}.")
-
-
 @dataclass(frozen=True)
 class Epsilon(LayerRule):
     """LRP-epsilon: R_i = x_i sum_j w_ij R_j / stab(z_j). `epsilon=0` is LRP-0.
@@ -118,14 +124,8 @@ class Epsilon(LayerRule):
 
     epsilon: float = 1e-6
 
-    def __post_init__(self) -> None:
-        _check_nonnegative("Epsilon", epsilon=self.epsilon)
-
-    def terms(self, x: Tensor) -> Sequence[Term]:
-        return (Term(),)
-
-    def share(self, r: Tensor, z: list[Tensor]) -> list[Tensor]:
-        return [r / stabilize(z[0], self.epsilon)]
+    def stabilizer_value(self) -> float:
+        return self.epsilon
 
 
 @dataclass(frozen=True)
@@ -134,15 +134,6 @@ class Norm(LayerRule):
     pools: R_i = x_i (dz/dx_i) R / stab(z), Epsilon's arithmetic with a stabilizer only."""
 
     stabilizer: float = 1e-6
-
-    def __post_init__(self) -> None:
-        _check_nonnegative("Norm", stabilizer=self.stabilizer)
-
-    def terms(self, x: Tensor) -> Sequence[Term]:
-        return (Term(),)
-
-    def share(self, r: Tensor, z: list[Tensor]) -> list[Tensor]:
-        return [r / stabilize(z[0], self.stabilizer)]
 
 
 @dataclass(frozen=True)
@@ -154,9 +145,6 @@ class ZPlus(LayerRule):
     """
 
     stabilizer: float = 1e-6
-
-    def __post_init__(self) -> None:
-        _check_nonnegative("ZPlus", stabilizer=self.stabilizer)
 
     def terms(self, x: Tensor) -> Sequence[Term]:
         return (Term(_positive, _clamp(min=0)), Term(_negative, _clamp(max=0), bias=False))
@@ -178,8 +166,7 @@ class AlphaBeta(LayerRule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        _check_nonnegative("AlphaBeta", alpha=self.alpha, beta=self.beta,
-                           stabilizer=self.stabilizer)
+        super().__post_init__()
         if self.alpha - self.beta != 1:
             raise FattrError(f"lrp: AlphaBeta needs alpha - beta = 1 (relevance conservation), "
                              f"got alpha={self.alpha}, beta={self.beta}; e.g. alpha=2, beta=1.")
@@ -211,9 +198,6 @@ class Gamma(LayerRule):
     gamma: float = 0.25
     stabilizer: float = 1e-6
 
-    def __post_init__(self) -> None:
-        _check_nonnegative("Gamma", gamma=self.gamma, stabilizer=self.stabilizer)
-
     def terms(self, x: Tensor) -> Sequence[Term]:
         up, down = _gamma(self.gamma, min=0), _gamma(self.gamma, max=0)
         return (Term(_positive, up), Term(_negative, down, bias=False),
@@ -242,7 +226,7 @@ class ZBox(LayerRule):
     stabilizer: float = 1e-6
 
     def __post_init__(self) -> None:
-        _check_nonnegative("ZBox", stabilizer=self.stabilizer)
+        super().__post_init__()
         for name in ("low", "high"):
             value = getattr(self, name)
             if not isinstance(value, (int, float, Tensor)) or isinstance(value, bool):
@@ -288,14 +272,8 @@ class Flat(LayerRule):
 
     stabilizer: float = 1e-6
 
-    def __post_init__(self) -> None:
-        _check_nonnegative("Flat", stabilizer=self.stabilizer)
-
     def terms(self, x: Tensor) -> Sequence[Term]:
         return (Term(torch.ones_like, _ones, bias=False),)
-
-    def share(self, r: Tensor, z: list[Tensor]) -> list[Tensor]:
-        return [r / stabilize(z[0], self.stabilizer)]
 
     def reduce(self, inputs: list[Tensor], grads: list[Tensor]) -> Tensor:
         return grads[0]
@@ -312,14 +290,8 @@ class WSquare(LayerRule):
 
     stabilizer: float = 1e-6
 
-    def __post_init__(self) -> None:
-        _check_nonnegative("WSquare", stabilizer=self.stabilizer)
-
     def terms(self, x: Tensor) -> Sequence[Term]:
         return (Term(torch.ones_like, _square),)
-
-    def share(self, r: Tensor, z: list[Tensor]) -> list[Tensor]:
-        return [r / stabilize(z[0], self.stabilizer)]
 
     def reduce(self, inputs: list[Tensor], grads: list[Tensor]) -> Tensor:
         return grads[0]

@@ -53,11 +53,12 @@ class RelevanceLayer(RuleModule):
     def __init__(self, node: nn.Module, name: str, choice: Choice, level: int | None,
                  claims: dict[First, FirstClaim]):
         super().__init__(node)
-        self.name, self.choice, self.level = name, choice, level
-        self.claim = None if choice.first_key is None else \
+        claim = None if choice.first_key is None else \
             claims.setdefault(choice.first_key, FirstClaim())
-        self.bn_path = node.bn_path if isinstance(node, MergedLinear) else None
-        object.__setattr__(self, "bn", None)  # the MergedBatchNorm, set by `link`
+        self.__dict__.update(  # plain attributes (faster than nn.Module.__setattr__)
+            name=name, choice=choice, level=level, claim=claim,
+            bn_path=node.bn_path if isinstance(node, MergedLinear) else None,
+            bn=None)  # the MergedBatchNorm, set by `link`
 
     @property
     def kind(self) -> nn.Module:

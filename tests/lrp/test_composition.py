@@ -76,6 +76,32 @@ def test_grad_of_relevance_wrt_params_matches_finite_differences(composite):
                                    msg=f"{composite}: {name}")
 
 
+def test_grad_through_vmap_over_targets_and_per_example_vmap():
+    _, f, params, x = _setup()
+    attr = fattr.lrp(f, "epsilon_gamma_box", low=-3.0, high=3.0)
+    single = fattr.lrp(fattr.per_example(f), "epsilon_gamma_box", low=-3.0, high=3.0)
+    targets = torch.tensor([[0, 1, 2], [4, 4, 3]])
+    weights = torch.randn(2, *x.shape, dtype=torch.float64)
+
+    def stacked(p):
+        return (vmap(attr, in_dims=(None, None, 0))({**params, **p}, x, targets) * weights).sum()
+
+    def looped(p):
+        return sum((attr({**params, **p}, x, t) * w).sum() for t, w in zip(targets, weights))
+
+    def per_example(p):
+        return (vmap(single, in_dims=(None, 0, 0))({**params, **p}, x, targets[1])
+                * weights[1]).sum()
+
+    expected = grad(looped)(_floating(params))
+    for name, value in grad(stacked)(_floating(params)).items():
+        torch.testing.assert_close(value, expected[name])
+    expected = grad(lambda p: (attr({**params, **p}, x, targets[1]) * weights[1]).sum())
+    expected = expected(_floating(params))
+    for name, value in grad(per_example)(_floating(params)).items():
+        torch.testing.assert_close(value, expected[name])
+
+
 def test_grad_of_relevance_wrt_params_through_functional_relu_add_and_mean():
     net = Residual().double().eval()
     f, params = fattr.functional(net)
