@@ -1,0 +1,133 @@
+"""Perturbation methods: fattr against captum, in one process, on the same inputs.
+
+torchvision resnet18 (random weights, randomized BatchNorm statistics, eval mode) at 64x64,
+batch 4. Both libraries get the same forward budget: captum's perturbations_per_eval counts
+perturbations of the whole batch, so `perturbations_per_eval=32` sends 128 images per forward,
+the same as fattr's `batch_size=128`. Each table's ratios are against its first captum row.
+
+Times: `benchmarks.harness.median_times` (interleaved rounds, one process). Peak memory: each
+function runs once in a freshly spawned interpreter (`--memory TABLE NAME`) that rebuilds the
+same seeded inputs; the harness's forked child deadlocks in libgomp once the parent has run
+OpenMP parallel regions (the same workaround as bench_cam.py).
+
+    .venv/bin/python benchmarks/bench_perturbation.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import captum.attr as ca
+import torch
+import torchvision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fattr
+from benchmarks.harness import markdown, median_times
+
+PER_EVAL = 32  # captum: perturbations per forward (x batch 4 = 128 images)
+BATCH = 4 * PER_EVAL  # fattr: images per forward
+
+
+def grid(cells: int, size: int = 64) -> torch.Tensor:
+    """A (1, 1, size, size) mask of cells x cells square superpixels, shared by the channels."""
+    side = size // cells
+    ids = torch.arange(cells * cells).reshape(cells, cells)
+    return ids.repeat_interleave(side, 0).repeat_interleave(side, 1)[None, None]
+
+
+def tables() -> list[tuple[str, dict]]:
+    """(title, {name: fn}) for every comparison (the first entry is the reference)."""
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    net.eval()
+    f, params = fattr.functional(net)
+    x = torch.randn(4, 3, 64, 64)
+    target = torch.tensor([1, 2, 3, 4])
+    g = lambda: torch.Generator().manual_seed(0)
+    superpixels, sixteen, quadrants = grid(8), grid(4), grid(2)
+
+    occ = fattr.occlusion(f, (3, 8, 8), (3, 4, 4), batch_size=BATCH)
+    abl = fattr.feature_ablation(f, batch_size=BATCH)
+    svs = fattr.shapley_value_sampling(f, samples=8, batch_size=BATCH)
+    exact = fattr.shapley_values(f, batch_size=BATCH)
+    ks = fattr.kernel_shap(f, samples=100, batch_size=BATCH)
+    lime = fattr.lime(f, samples=100, batch_size=BATCH)
+    per_eval = {"target": target, "perturbations_per_eval": PER_EVAL}
+    return [
+        ("Occlusion, window (3, 8, 8), stride (3, 4, 4): 225 positions x 4 images", {
+            "captum Occlusion": lambda: ca.Occlusion(net).attribute(
+                x, sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), **per_eval),
+            "fattr occlusion": lambda: occ(params, x, target)}),
+        ("Feature ablation, 8x8 superpixels (64 features) x 4 images", {
+            "captum FeatureAblation": lambda: ca.FeatureAblation(net).attribute(
+                x, feature_mask=superpixels, **per_eval),
+            "fattr feature_ablation": lambda: abl(params, x, target, feature_mask=superpixels)}),
+        ("Shapley value sampling, 16 superpixels, 8 orderings; exact Shapley on 4 quadrants "
+         "(ratios vs captum ShapleyValueSampling)", {
+            "captum ShapleyValueSampling": lambda: ca.ShapleyValueSampling(net).attribute(
+                x, feature_mask=sixteen, n_samples=8, **per_eval),
+            "fattr shapley_value_sampling": lambda: svs(params, x, target, feature_mask=sixteen,
+                                                        generator=g()),
+            "captum ShapleyValues (exact, 4 features)": lambda: ca.ShapleyValues(net).attribute(
+                x, feature_mask=quadrants, **per_eval),
+            "fattr shapley_values (exact, 4 features)": lambda: exact(params, x, target,
+                                                                      feature_mask=quadrants)}),
+        ("KernelSHAP and LIME, 64 superpixels, 100 samples x 4 images (ratios vs captum "
+         "KernelShap)", {
+            "captum KernelShap": lambda: ca.KernelShap(net).attribute(
+                x, feature_mask=superpixels, n_samples=100, **per_eval),
+            "fattr kernel_shap": lambda: ks(params, x, target, feature_mask=superpixels,
+                                            generator=g()),
+            "captum Lime (Lasso surrogate)": lambda: ca.Lime(net).attribute(
+                x, feature_mask=superpixels, n_samples=100, **per_eval),
+            "fattr lime (ridge surrogate)": lambda: lime(params, x, target,
+                                                         feature_mask=superpixels,
+                                                         generator=g())}),
+    ]
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def measure_memory(table: int, name: str) -> int:
+    """Peak RSS (bytes) one call adds in this process; VmHWM is reset just before the call."""
+    fn = tables()[table][1][name]
+    start = _status_kb("VmRSS:")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    fn()
+    return max(_status_kb("VmHWM:") - start, 0) * 1024
+
+
+def main() -> str:
+    parts = []
+    for i, (title, fns) in enumerate(tables()):
+        times = median_times(fns, rounds=3, warmup=1)
+        peaks = {name: int(subprocess.run(
+            [sys.executable, __file__, "--memory", str(i), name], capture_output=True,
+            text=True, check=True).stdout.split()[-1]) for name in fns}
+        reference = next(iter(fns))
+        parts.append(markdown([{
+            "name": name, "time_s": times[name], "time_ratio": times[name] / times[reference],
+            "peak_mb": peaks[name] / 2**20, "memory_ratio": peaks[name] / max(peaks[reference], 1),
+        } for name in fns], title))
+        print(parts[-1] + "\n", file=sys.stderr, flush=True)
+    return "\n\n".join(parts)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--memory"]:
+        print(measure_memory(int(sys.argv[2]), sys.argv[3]))
+    else:
+        print(main())
