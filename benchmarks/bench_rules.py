@@ -6,13 +6,20 @@ Each fattr method is timed against one raw forward + backward to the input of th
 and against captum's hook-based version on the same inputs (captum's DeepLift needs a ResNet
 whose blocks do not reuse their ReLU, issue 1082; it gets one, with the same function).
 
+Times are medians of CPU time (`time.process_time`) over interleaved rounds, on ONE thread:
+the 2-core machine this runs on is shared with other jobs, and wall time there measures them
+more than us. One thread also keeps the harness's forked memory child from hanging (a child
+forked after the parent ran a multi-threaded kernel blocks in its first one). Peak memory comes
+from `benchmarks.harness.compare`.
+
     .venv/bin/python benchmarks/bench_rules.py
 """
 
 from __future__ import annotations
 
-import os
+import statistics
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -29,18 +36,19 @@ from tests.conftest import randomize_batchnorm
 from tests.rules.captum_reference import dedupe_relus
 
 
-def child_safe(fn: Callable[[], object]) -> Callable[[], object]:
-    """`fn`, made to run on one thread in the harness's forked memory child: a child forked after
-    the parent ran parallel kernels hangs in the first one (the thread pool does not survive
-    fork). Timings run in the parent with all threads."""
-    parent = os.getpid()
-
-    def run() -> object:
-        if os.getpid() != parent:
-            torch.set_num_threads(1)
-        return fn()
-
-    return run
+def cpu_times(fns: dict[str, Callable[[], object]], rounds: int,
+              warmup: int = 2) -> dict[str, float]:
+    """Median CPU time of each function over interleaved rounds, after `warmup` calls each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.process_time()
+            fn()
+            times[name].append(time.process_time() - start)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def tables(batch: int, size: int, references: int = 4, rounds: int = 5,
@@ -99,13 +107,17 @@ def tables(batch: int, size: int, references: int = 4, rounds: int = 5,
     out = []
     for name, (fns, rows) in groups.items():
         reference = f"raw forward+backward ({rows} rows)"
-        fns = {name: child_safe(fn) for name, fn in {reference: raw(rows), **fns}.items()}
-        out.append(markdown(compare(fns, reference=reference, rounds=rounds),
-                            f"{name}: resnet18, batch {batch}, {size}x{size}"))
+        fns = {reference: raw(rows), **fns}
+        times = cpu_times(fns, rounds)
+        table = compare(fns, reference=reference, rounds=1, warmup=0)  # for peak memory
+        for row in table:
+            row.update(time_s=times[row["name"]], time_ratio=times[row["name"]] / times[reference])
+        out.append(markdown(table, f"{name}: resnet18, batch {batch}, {size}x{size}"))
     return "\n\n".join(out)
 
 
 def main() -> str:
+    torch.set_num_threads(1)
     return "\n\n".join([tables(8, 64), tables(2, 224, rounds=3, shap=False)])
 
 

@@ -46,10 +46,10 @@ class Pass:
     so the nodes then give the activation's true derivative. Without a pass (a tree from
     `rewrite` used directly), rules always apply and always record their graph.
 
-    `tracked` says whether anything outside can differentiate the attribution (a tensor of the
-    call requires grad, as under an outer `torch.func.grad` or with `requires_grad` params).
-    When nothing can, rules run without recording a graph: `torch.func.grad` always builds
-    one for double backward, and the rules' intermediates would otherwise be kept to the end.
+    `tracked` says whether anything outside may differentiate the attribution (see
+    `fattr.rules.apply.may_be_differentiated`). When nothing can, rules run without recording
+    a graph: `torch.func.grad` always builds one for double backward, and the rules'
+    intermediates would otherwise stay in memory to the end of the pass.
     """
 
     def __init__(self, tracked: bool):
@@ -64,14 +64,12 @@ _PASS: contextvars.ContextVar[Pass | None] = contextvars.ContextVar("fattr_rule_
 
 
 @contextlib.contextmanager
-def rule_pass(*inputs: Any) -> Iterator[None]:
+def rule_pass(tracked: bool = True) -> Iterator[None]:
     """Rules apply to the backward passes started inside, and to no later traversal.
 
-    `inputs`: the call's tensors (x, reference, the params' values); if none requires grad,
-    nothing can differentiate the result and rules skip recording their graph.
+    `tracked=False` (nothing outside can differentiate the result, see `Pass`) lets the rules
+    skip recording their graph.
     """
-    tracked = torch.is_grad_enabled() and any(
-        isinstance(t, Tensor) and t.requires_grad for t in inputs)
     current = Pass(tracked)
     token = _PASS.set(current)
     try:
@@ -99,8 +97,8 @@ def true_backward(g: Tensor, x: Tensor, fn: ActivationFn) -> Tensor:
 class RuleFunction(torch.autograd.Function):
     """y = fn(x); dx = backward(dy, x, y, fn) during the attribution's pass (see `Pass`).
 
-    The saved y is for values (masks, thresholds): its own gradient is this rule's, so a rule
-    whose result must be differentiable through y (for double backward) recomputes fn(x).
+    The rule may use x and y in differentiable ops: a derivative of the attribution reaches
+    them after the pass, when this node and every other one give true derivatives.
     """
 
     generate_vmap_rule = True

@@ -21,7 +21,7 @@ from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
 from fattr.core.targets import Target
 from fattr.errors import FattrError
 from fattr.rules.activation import Activation, ActivationFn, ActivationRule, rule_pass
-from fattr.rules.apply import under_activation_rule
+from fattr.rules.apply import may_be_differentiated, under_activation_rule
 from fattr.rules.nonlinearities import (
     ELU,
     GELU,
@@ -95,7 +95,9 @@ def rescale_max_pool(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: flo
     return _blend(shares[0] + shares[1], dx, _near(dx, eps), route(g)[0])
 
 
-def deeplift_rule(eps: float) -> ActivationRule:
+def deeplift_rule(eps: float = 1e-10) -> ActivationRule:
+    """The rescale rules for every covered nonlinearity (for `fattr.rewrite`; the model must
+    then be called on doubled batches `cat([x, x0])`)."""
     special = ((SOFTMAX, partial(rescale_softmax, eps=eps)),
                *((pool, partial(rescale_max_pool, eps=eps)) for pool in MAX_POOLS),
                *((a, partial(rescale, eps=eps, activation=a)) for a in ELEMENTWISE))
@@ -122,15 +124,15 @@ def rescaled(model: Model, eps: float) -> Model:
 
 
 def pair_attribution(model: Model, params: Params, x: Tensor, reference: Tensor,
-                     target: Target, rows: Tensor | None = None) -> Tensor:
+                     target: Target, rows: Tensor | None = None, tracked: bool = True) -> Tensor:
     """(x - x0) * multipliers for rows of x and their references, through one doubled batch.
 
     `model` must be `rescaled`. Both halves are seeded with the target, as captum does (the
-    max-pool rule reads the reference half's gradient).
+    max-pool rule reads the reference half's gradient). `tracked`: see `rule_pass`.
     """
     n = x.shape[0]
     rows = torch.arange(n, device=x.device) if rows is None else rows
-    with rule_pass(x, reference, *params.values()):
+    with rule_pass(tracked):
         g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
     return (x - reference) * g[:n]
 
@@ -183,6 +185,7 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
         reference = baseline_like(baseline, call.x, "deeplift")
-        return pair_attribution(ruled, params, call.x, reference, call.target)
+        tracked = may_be_differentiated(ruled, params, call, reference)
+        return pair_attribution(ruled, params, call.x, reference, call.target, None, tracked)
 
     return attribution(model, compute, batched_kwargs=("baseline",), doc=deeplift.__doc__)

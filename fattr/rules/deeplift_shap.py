@@ -12,6 +12,7 @@ from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.gradients import fold
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
 from fattr.errors import FattrError
+from fattr.rules.apply import may_be_differentiated
 from fattr.rules.deeplift import check_eps, pair_attribution, rescaled
 
 
@@ -57,8 +58,10 @@ def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None,
         inputs, example = fold(x.expand(count, *x.shape))
         references, _ = fold(pool.unsqueeze(1).expand(count, *x.shape))
 
+        tracked = may_be_differentiated(ruled, params, call, pool)
+
         def chunk(rows: Tensor, refs: Tensor, index: Tensor) -> Tensor:
-            return pair_attribution(ruled, params, rows, refs, call.target, index)
+            return pair_attribution(ruled, params, rows, refs, call.target, index, tracked)
 
         total = chunked(chunk, inputs, references, example, batch_size=pairs,
                         segments=(example, call.batch))

@@ -34,6 +34,11 @@ def rectify(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, q: float) -> Tens
     return keep_where_positive(g, score - row_percentile(score, q))
 
 
+def rectgrad_rule(percentile: float = 98.0) -> ActivationRule:
+    """The RectGrad rule for ReLU at the given percentile (for `fattr.rewrite`)."""
+    return ActivationRule("rectgrad", partial(rectify, q=percentile), (RELU,))
+
+
 def rectgrad(f: ModelFn, percentile: float = 98.0, *, mode: str = "function",
              output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
     """The rectified gradient times the input.
@@ -68,6 +73,6 @@ def rectgrad(f: ModelFn, percentile: float = 98.0, *, mode: str = "function",
     if isinstance(q, bool) or not isinstance(q, numbers.Real) or not 0 <= q <= 100:
         raise FattrError(f"rectgrad: percentile must be a number in [0, 100], got {q!r}.")
     model = as_model(f, output, "rectgrad")
-    rule = ActivationRule("rectgrad", partial(rectify, q=float(q)), (RELU,))
-    compute = rule_gradient(model, formulation(rule, mode, "rectgrad"), times_input=True)
+    rule = formulation(rectgrad_rule(float(q)), mode, "rectgrad")
+    compute = rule_gradient(model, rule, times_input=True)
     return attribution(model, compute, doc=rectgrad.__doc__)

@@ -84,7 +84,8 @@ def rewrite(module: nn.Module, rules: Rules, *,
     Returns a module whose `named_parameters()`/`named_buffers()` names equal the original's,
     so `torch.func.functional_call(rewritten, params, x)` works with the user's params.
 
-    >>> guided = fattr.rewrite(model, {nn.ReLU: GuidedReLU})
+    >>> from fattr.rules import GUIDED
+    >>> guided = fattr.rewrite(model, {nn.ReLU: GUIDED})   # every ReLU with the guided rule
     """
     if not isinstance(module, nn.Module):
         raise FattrTypeError(f"rewrite: expected an nn.Module, got {type(module).__name__}.")

@@ -156,8 +156,9 @@ def test_deeplift_shap_softmax_is_per_example():
 
 
 @pytest.mark.slow
-def test_deeplift_shap_resnet18():
-    net = resnet18().double()
+@pytest.mark.parametrize("arch", ["resnet18", "vgg11_bn"])
+def test_deeplift_shap_real_architectures(arch, vgg):
+    net = resnet18().double() if arch == "resnet18" else vgg
     x, _ = images(batch=1)
     pool = 0.1 * torch.randn(2, 3, 32, 32, dtype=torch.float64)
     f, params = fattr.functional(net)

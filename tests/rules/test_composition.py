@@ -108,6 +108,7 @@ def test_forward_mode_fails_clearly(setup):
         torch.func.jvp(lambda v: attr(params, v, 0), (x,), (torch.ones_like(x),))
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # dynamo's notes on its graph breaks
 def test_torch_compile_of_guided_backprop_gives_the_eager_result():
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(inplace=True),
@@ -121,3 +122,34 @@ def test_torch_compile_of_guided_backprop_gives_the_eager_result():
         assert eager.abs().max() > 0
         torch.testing.assert_close(compiled(params, x, target), eager, rtol=0, atol=0)
     assert not torch.allclose(eager, fattr.saliency(f, abs=False)(params, x, target))
+
+
+def test_eager_autograd_through_what_a_callable_target_captures(setup):
+    """A tensor only the target captures still gets the attribution's gradient (the rules then
+    record their graph), equal to torch.func.grad's."""
+    _, f, params, x = setup
+    attr = fattr.deeplift(f)
+    w = torch.randn(4, dtype=torch.float64)
+    tracked = w.clone().requires_grad_()
+    a = attr(params, x, lambda out: out @ tracked, baseline=0.1)
+    by_autograd = torch.autograd.grad(a.pow(2).sum(), tracked)[0]
+    by_func = grad(lambda v: attr(params, x, lambda out: out @ v, baseline=0.1).pow(2).sum())(w)
+    assert by_autograd.abs().sum() > 0
+    torch.testing.assert_close(by_autograd, by_func)
+
+
+def test_eager_autograd_reaches_module_parameters_left_out_of_params(setup):
+    net, f, params, x = setup
+    partial = {k: v for k, v in params.items() if k != "4.weight"}  # net[4].weight is used
+    a = fattr.guided_backprop(f)(partial, x, 0)
+    g = torch.autograd.grad(a.pow(2).sum(), net[4].weight)[0]
+    full = grad(lambda w: fattr.guided_backprop(f)({**params, "4.weight": w}, x, 0).pow(2).sum())
+    torch.testing.assert_close(g, full(params["4.weight"]))
+
+
+def test_plain_calls_record_no_graph(setup):
+    _, f, params, x = setup
+    for attr in (fattr.guided_backprop(f), fattr.deeplift(f)):
+        assert not attr(params, x, 0).requires_grad
+    assert fattr.deeplift(f)({k: v.requires_grad_() if k == "0.weight" else v
+                              for k, v in dict(params).items()}, x, 0).requires_grad

@@ -175,3 +175,17 @@ def test_rule_asked_for_an_activation_it_does_not_cover():
     with pytest.raises(FattrError, match="deconvnet: this rule has no backward for Tanh"):
         DECONV(nn.Tanh())
     assert isinstance(rewrite(net, {nn.Linear: nn.Identity, nn.ReLU: GUIDED})[0], nn.Identity)
+
+
+def test_a_rewritten_model_gives_any_method_the_modified_gradient():
+    from fattr.rules import GUIDED, rectgrad_rule
+
+    net = small_cnn()
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    f, params = fattr.functional(net)
+    guided, _ = fattr.functional(rewrite(net, {nn.ReLU: GUIDED}))
+    torch.testing.assert_close(fattr.saliency(guided, abs=False)(params, x, 1),
+                               fattr.guided_backprop(f)(params, x, 1))
+    rect, _ = fattr.functional(rewrite(net, {nn.ReLU: rectgrad_rule(70.0)}))
+    torch.testing.assert_close(fattr.input_x_gradient(rect)(params, x, 1),
+                               fattr.rectgrad(f, percentile=70.0)(params, x, 1))
