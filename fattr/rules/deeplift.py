@@ -7,6 +7,7 @@ stored on modules, so a module used twice and functional activations get the rul
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -105,10 +106,9 @@ def deeplift_rule(eps: float = 1e-10) -> ActivationRule:
                           (*ELEMENTWISE, SOFTMAX, *MAX_POOLS), special)
 
 
-REFUSED = {
-    F.max_pool1d_with_indices: "deeplift", F.max_pool2d_with_indices: "deeplift",
-    F.max_pool3d_with_indices: "deeplift", F.scaled_dot_product_attention: "deeplift",
-}
+# calls with a nonlinearity the rules cannot see: refused rather than passed as linear
+REFUSED = (F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
+           F.scaled_dot_product_attention)
 
 
 def check_eps(eps: float, method: str) -> float:
@@ -119,8 +119,10 @@ def check_eps(eps: float, method: str) -> float:
 
 
 def rescaled(model: Model, eps: float) -> Model:
-    """`model` with every covered nonlinearity following the rescale rule."""
-    return under_activation_rule(model, deeplift_rule(eps), REFUSED)
+    """`model` with every covered nonlinearity following the rescale rule (errors name
+    `model.method`)."""
+    rule = dataclasses.replace(deeplift_rule(eps), name=model.method)
+    return under_activation_rule(model, rule, dict.fromkeys(REFUSED, model.method))
 
 
 def pair_attribution(model: Model, params: Params, x: Tensor, reference: Tensor,

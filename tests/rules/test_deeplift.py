@@ -184,3 +184,9 @@ def test_unsupported_forms_raise():
         f, params = fattr.functional(Calls(call).double().eval())
         with pytest.raises(FattrError, match=match):
             fattr.deeplift(f)(params, torch.randn(2, 1, 8, 8, dtype=torch.float64), 0)
+
+
+def test_deeplift_shap_errors_name_deeplift_shap():
+    f, params = fattr.functional(Calls(lambda v: F.softmax(v)).double().eval())
+    with pytest.raises(FattrError, match="deeplift_shap: the model calls Softmax"):
+        fattr.deeplift_shap(f)(params, torch.randn(2, 1, 8, 8, dtype=torch.float64), 0)
