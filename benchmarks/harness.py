@@ -2,15 +2,15 @@
 
 Every comparison runs in ONE process on the SAME inputs. Times: each function is warmed up,
 then the functions are run in interleaved rounds (so drift in machine load hits all of them
-alike) and the median per function is reported. Peak memory: each function runs once in a
-forked child; the child's peak resident memory above what it held at the start is reported.
+alike) and the median per function is reported. Peak memory: the peak resident memory that one
+call adds above what the process held before it (kernel high-water mark, reset per call).
 Results are ratios against a named reference, never lone absolute times.
 """
 
 from __future__ import annotations
 
-import os
-import resource
+import ctypes
+import gc
 import statistics
 import time
 from collections.abc import Callable
@@ -35,29 +35,29 @@ def median_times(fns: dict[str, Callable[[], object]], rounds: int = 7,
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
-    """Peak resident memory (bytes) that one call of `fn` adds, measured in a forked child."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: measure, report, exit without running the parent's cleanup
-        os.close(read)
-        try:
-            start = _rss_bytes()
-            fn()
-            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-            os.write(write, str(max(peak - start, 0)).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return int(data) if data else -1
+    """Peak resident memory (bytes) that one call of `fn` adds, measured in this process.
+
+    Freed heap memory is first returned to the OS (`malloc_trim`), then the kernel's
+    high-water mark is reset (`/proc/self/clear_refs` "5", Linux >= 4.0), so the peak after the
+    call minus the resident size before it is what the call needed. No fork: a forked child
+    can hang in OpenMP once the parent has run multi-threaded kernels.
+    """
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = _status_kib("VmRSS")
+    fn()
+    return max(_status_kib("VmHWM") - start, 0) * 1024
 
 
 def compare(fns: dict[str, Callable[[], object]], reference: str, rounds: int = 7,
