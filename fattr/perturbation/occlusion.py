@@ -14,6 +14,7 @@ from fattr.core.chunking import check_batch_size
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
 from fattr.errors import FattrError
 from fattr.perturbation.engine import (
+    Removed,
     as_result,
     check_per_call,
     empty_result,
@@ -64,6 +65,30 @@ def window_masks(window: tuple[int, ...], stride: tuple[int, ...], x: Tensor,
     return masks
 
 
+def windows(masks: list[Tensor]) -> Removed:
+    """Mask generator for plans of window positions (P, axes): the box covered at each."""
+
+    def removed(rows: Tensor, example: Tensor) -> Tensor:
+        covered = rows.new_ones((rows.shape[0],) + (1,) * len(masks), dtype=torch.bool)
+        for axis, mask in enumerate(masks):
+            shape = [rows.shape[0]] + [1] * len(masks)
+            shape[axis + 1] = mask.shape[1]
+            covered = covered & mask[rows[:, axis]].reshape(shape)
+        return covered
+
+    return removed
+
+
+def spread(drops: Tensor, masks: list[Tensor]) -> Tensor:
+    """The mean over covering windows: drops (B, *positions) -> (B, *x.shape[1:]). Box windows
+    factor per axis, so this is one contraction with each axis's (positions, size) mask."""
+    total, coverage = drops, torch.ones_like(drops[:1])
+    for mask in masks:
+        total = torch.tensordot(total, mask.to(drops.dtype), dims=([1], [0]))
+        coverage = torch.tensordot(coverage, mask.to(drops.dtype), dims=([1], [0]))
+    return total / coverage
+
+
 def occlusion(f: ModelFn, window: Size, stride: Size | None = None,
               batch_size: int | None = None, *, output: Callable[[Any], Tensor] | None = None,
               ) -> Callable[..., Tensor]:
@@ -111,23 +136,10 @@ def occlusion(f: ModelFn, window: Size, stride: Size | None = None,
         counts = [m.shape[0] for m in masks]
         grid = torch.meshgrid(*(torch.arange(n, device=x.device) for n in counts), indexing="ij")
         positions = torch.stack(grid, -1).reshape(-1, len(counts))
-
-        def removed(rows: Tensor, example: Tensor) -> Tensor:
-            covered = torch.ones((rows.shape[0],) + (1,) * len(masks), dtype=torch.bool,
-                                 device=x.device)
-            for axis, mask in enumerate(masks):
-                shape = [rows.shape[0]] + [1] * len(masks)
-                shape[axis + 1] = mask.shape[1]
-                covered = covered & mask[rows[:, axis]].reshape(shape)
-            return covered
-
-        scores = perturbed_scores(model, params, call, positions, removed, fill, batch_size)
-        drops = (model_scores(model, params, call, batch_size) - scores).T.reshape(-1, *counts)
-        total, coverage = drops, torch.ones_like(drops[:1])
-        for mask in masks:  # spread each position's drop over the elements it covers
-            total = torch.tensordot(total, mask.to(drops.dtype), dims=([1], [0]))
-            coverage = torch.tensordot(coverage, mask.to(drops.dtype), dims=([1], [0]))
-        return as_result(total / coverage, x)
+        scores = perturbed_scores(model, params, call, positions, windows(masks), fill,
+                                  batch_size)
+        drops = (model_scores(model, params, call, batch_size) - scores).T
+        return as_result(spread(drops.reshape(-1, *counts), masks), x)
 
     return attribution(model, compute, gradient=False, empty=empty_result,
                        batched_kwargs=("baseline",), doc=occlusion.__doc__)
