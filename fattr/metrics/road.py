@@ -13,46 +13,59 @@ from fattr.errors import FattrError
 from fattr.metrics.base import Batch, check_count
 from fattr.metrics.curves import Fill, Output, curve_metric
 
-# ROAD's neighbour weights: 1/6 for the 4 direct neighbours, 1/12 for the 4 diagonal ones.
-_WEIGHTS = ((1 / 12, 1 / 6, 1 / 12), (1 / 6, 0.0, 1 / 6), (1 / 12, 1 / 6, 1 / 12))
+
+def neighbours(v: Tensor) -> Tensor:
+    """ROAD's weighted sum of the 8 neighbours of every pixel of v (N, 1, H, W): 1/6 for the 4
+    direct ones, 1/12 for the 4 diagonal ones, 0 outside the image. (Shifted slices: a 3x3
+    single-channel conv2d is about 10x slower on CPU.)"""
+    p = F.pad(v, (1, 1, 1, 1))
+    direct = p[..., :-2, 1:-1] + p[..., 2:, 1:-1]
+    direct += p[..., 1:-1, :-2]
+    direct += p[..., 1:-1, 2:]
+    diagonal = p[..., :-2, :-2] + p[..., :-2, 2:]
+    diagonal += p[..., 2:, :-2]
+    diagonal += p[..., 2:, 2:]
+    return direct.div_(6).add_(diagonal, alpha=1 / 12)
 
 
 def linear_imputation(x: Tensor, removed: Tensor, iterations: int) -> Tensor:
     """Removed pixels of x (N, C, H, W) become the weighted mean of their 8 neighbours (ROAD's
     weights; neighbours outside the image are left out and the weights renormalised), where
     the neighbours may be removed pixels themselves: one sparse linear system per image and
-    channel, solved by `iterations` conjugate-gradient steps (batched, matrix-free: the
-    operator is a 3x3 convolution). A removed region that touches no kept pixel becomes 0."""
+    channel, solved by `iterations` conjugate-gradient steps (batched and matrix-free: the
+    operator is a weighted sum of shifted images). A removed region that touches no kept
+    pixel becomes 0.
+
+    The imputed values are constants for autograd (the solve runs without a graph, which
+    would hold every iterate); kept pixels are x itself, so gradients flow through them."""
     n, c, h, w = x.shape
-    kernel = torch.tensor(_WEIGHTS, dtype=x.dtype, device=x.device).view(1, 1, 3, 3)
-    neighbours = lambda v: F.conv2d(v, kernel, padding=1)
-    images = x.reshape(n * c, 1, h, w)
-    mask = removed.expand(x.shape).reshape(n * c, 1, h, w).to(x.dtype)
-    degree = neighbours(torch.ones_like(images[:1]))  # in-image neighbour weight of each pixel
-    operator = lambda u: mask * (degree * u - neighbours(u))  # SPD on the removed pixels
-    kept = images * (1 - mask)
-    residual = mask * neighbours(kept)
-    solution = torch.zeros_like(images)
-    direction = residual
-    norm = _dot(residual, residual)
-    tolerance = torch.finfo(x.dtype).eps ** 2 * norm
-    for _ in range(iterations):  # fixed count: no data-dependent loop
-        moved = operator(direction)
-        alpha = _ratio(norm, _dot(direction, moved))
-        solution = solution + alpha * direction
-        residual = residual - alpha * moved
-        new_norm = _dot(residual, residual)
-        # a converged system stops moving (tiny residuals would turn into slow denormals)
-        done = new_norm <= tolerance
-        residual = torch.where(done, 0.0, residual)
-        new_norm = torch.where(done, 0.0, new_norm)
-        direction = residual + _ratio(new_norm, norm) * direction
-        norm = new_norm
-    return (kept + mask * solution).reshape(x.shape)
+    with torch.no_grad():
+        images = x.detach().reshape(n * c, 1, h, w)
+        mask = removed.expand(x.shape).reshape(n * c, 1, h, w).to(x.dtype)
+        degree = neighbours(torch.ones_like(images[:1]))  # in-image neighbour weight
+        operator = lambda u: (degree * u).sub_(neighbours(u)).mul_(mask)  # SPD on the removed
+        residual = neighbours(images * (1 - mask)).mul_(mask)
+        solution = torch.zeros_like(images)
+        direction = residual.clone()
+        norm = _dot(residual, residual)
+        tolerance = torch.finfo(x.dtype).eps ** 2 * norm
+        for _ in range(iterations):  # fixed count: no data-dependent loop
+            moved = operator(direction)
+            alpha = _ratio(norm, _dot(direction, moved))
+            solution.addcmul_(alpha, direction)
+            residual.addcmul_(alpha, moved, value=-1)
+            new_norm = _dot(residual, residual)
+            # a converged system stops moving (tiny residuals would turn into slow denormals)
+            done = new_norm <= tolerance
+            residual.masked_fill_(done, 0.0)
+            new_norm.masked_fill_(done, 0.0)
+            direction.mul_(_ratio(new_norm, norm)).add_(residual)
+            norm = new_norm
+    return torch.where(removed.expand(x.shape), solution.reshape(x.shape), x)
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:
-    return (a * b).sum((1, 2, 3), keepdim=True)
+    return torch.linalg.vecdot(a.flatten(1), b.flatten(1)).view(-1, 1, 1, 1)
 
 
 def _ratio(num: Tensor, den: Tensor) -> Tensor:
@@ -73,8 +86,10 @@ def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: Tar
     (weight 1/6 direct, 1/12 diagonal; removed neighbours count with their own imputed
     values), solved per image and channel, plus N(0, noise^2) noise. The noise is drawn once
     per example from `generator` and shared by the steps. The reference implementation solves
-    the sparse system exactly (scipy spsolve); fattr runs batched conjugate gradients, which
-    agree to about 1e-5 with the default number of iterations.
+    the sparse system exactly (scipy spsolve); fattr runs H + W batched conjugate-gradient
+    steps, which agree with it to about 1e-5 (measured at 16 to 224 pixels with 50% to 99% of
+    the pixels removed; up to 3e-2 on a 16 x 16 image with only 2 or 3 pixels kept), far
+    below the imputation noise. Time per 224 x 224 RGB image: about one second on one core.
 
     Args:
         f, params, x, target: x must be images (B, C, H, W) (one (C, H, W) image for a
@@ -85,12 +100,13 @@ def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: Tar
             relevant first, higher is better).
         noise: standard deviation of the imputation noise (default 0.01, ROAD's value; in the
             units of x).
-        iterations: conjugate-gradient steps (default 2 * (H + W)).
+        iterations: conjugate-gradient steps (default H + W).
         batch_size: the most model inputs per forward call.
         output: picks a tensor from the model's output (`lambda o: o.softmax(-1)` for
             probabilities).
 
-    Returns a Tensor (B,) (one value for a per-example model), differentiable in params and x.
+    Returns a Tensor (B,) (one value for a per-example model), differentiable in params, and in
+    x through the kept pixels (imputed values are constants for autograd).
 
     Rong, Leemann, Borisov, Kasneci, Kasneci, "A Consistent and Efficient Evaluation Strategy
     for Attribution Methods" (2022), https://arxiv.org/abs/2202.00449
@@ -111,7 +127,7 @@ def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: Tar
             raise FattrError(f"{method}: x must be images (B, C, H, W) (one (C, H, W) image "
                              f"for a per-example model), got shape {shape}; ROAD imputes "
                              "pixels from their spatial neighbours.")
-        count = 2 * (x.shape[2] + x.shape[3]) if iterations is None else iterations
+        count = x.shape[2] + x.shape[3] if iterations is None else iterations
         jitter = noise * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
         def impute(rows: Tensor, removed: Tensor, example: Tensor) -> Tensor:
