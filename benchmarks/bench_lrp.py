@@ -1,10 +1,14 @@
 """LRP against zennit in one process, on the same inputs.
 
 torchvision resnet18 and vgg11_bn (random weights, randomized BatchNorm statistics, float32),
-batch 4 at 224x224 (resnet18) and 64x64 (vgg11_bn), target logit as initial relevance. Each
-zennit composite runs with its torchvision canonizer (ResNetCanonizer, VGGCanonizer) and its
-`Gradient` attributor; fattr runs `fattr.lrp(f, composite)`. A plain forward + backward to the
-input gives the cost of one gradient for scale.
+batch 2 at 224x224 (resnet18) and batch 4 at 64x64 (vgg11_bn), target logit as initial
+relevance. Each zennit composite runs with its torchvision canonizer (ResNetCanonizer,
+VGGCanonizer) and its `Gradient` attributor; fattr runs `fattr.lrp(f, composite)`. A plain
+forward + backward to the input gives the cost of one gradient for scale.
+
+Everything runs on ONE thread: the 2-core machine is shared with other jobs (interleaved rounds
+spread their load over every function alike), and the harness's forked memory child hangs in
+its first kernel when the parent has used a multi-threaded pool.
 
     .venv/bin/python benchmarks/bench_lrp.py
 """
@@ -24,7 +28,6 @@ from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fattr
-from benchmarks.bench_rules import child_safe  # one thread in the forked memory child
 from benchmarks.harness import compare, markdown
 from tests.conftest import randomize_batchnorm
 
@@ -62,8 +65,8 @@ def table(name: str, canonizer: type, batch: int, size: int, rounds: int) -> str
             with Gradient(net, zennit_composite(canonizer)) as attributor:
                 return attributor(x, lambda out: one_hot * out)[1]
 
-        fns = {f"fattr {composite}": child_safe(lambda attr=attr: attr(params, x, target)),
-               f"zennit {composite}": child_safe(zennit), "plain gradient": child_safe(gradient)}
+        fns = {f"fattr {composite}": lambda attr=attr: attr(params, x, target),
+               f"zennit {composite}": zennit, "plain gradient": gradient}
         for row in compare(fns, reference=f"zennit {composite}", rounds=rounds, warmup=1):
             if row["name"] != "plain gradient" or composite == "epsilon_plus_flat":
                 rows.append(row)
@@ -73,7 +76,8 @@ def table(name: str, canonizer: type, batch: int, size: int, rounds: int) -> str
 
 def main() -> str:
     warnings.filterwarnings("ignore")
-    return "\n\n".join([table("resnet18", ResNetCanonizer, 4, 224, rounds=5),
+    torch.set_num_threads(1)
+    return "\n\n".join([table("resnet18", ResNetCanonizer, 2, 224, rounds=5),
                         table("vgg11_bn", VGGCanonizer, 4, 64, rounds=5)])
 
 

@@ -30,5 +30,7 @@ class _CallableModule(types.ModuleType):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return lrp(*args, **kwargs)
 
+    __call__.__doc__ = lrp.__doc__
+
 
 sys.modules[__name__].__class__ = _CallableModule

@@ -13,9 +13,9 @@ relevance depends on every layer's saved input, and those depend on the paramete
 forward pass: that outer derivative must be the TRUE derivative of the forward, not the rule.
 So the level of the innermost `grad` transform active when the model is called (the one that
 asks for relevance) is recorded on each node; at that level (and any vmap level above it) the
-backward is the rule, at every outer level it is the ordinary vector-Jacobian product. Outside
-torch.func (plain autograd), every backward is the rule: zennit's semantics; second derivatives
-then need torch.func.
+backward is the rule, at every outer level it is the ordinary vector-Jacobian product. A model
+called outside torch.func and differentiated by plain autograd (`.backward()` on its output)
+gets the rule at every backward, as zennit; differentiate relevance itself with torch.func.
 """
 
 from __future__ import annotations
