@@ -89,7 +89,7 @@ def test_zennit_parity_per_rule(kind, ours, theirs):
     composite = {fattr.lrp.canonizers.LINEAR_LAYERS[1:]: ours, nn.Linear: Epsilon()}
     ref = zennit_lrp(net, _zennit_map(theirs), x, target)
     torch.testing.assert_close(fattr.lrp(f, composite)(params, x, target), ref,
-                               rtol=1e-6, atol=1e-8)
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_integrated_gradients_and_smoothgrad_over_relevance_match_zennit():
