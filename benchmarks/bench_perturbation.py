@@ -5,17 +5,14 @@ batch 4. Both libraries get the same forward budget: captum's perturbations_per_
 perturbations of the whole batch, so `perturbations_per_eval=32` sends 128 images per forward,
 the same as fattr's `batch_size=128`. Each table's ratios are against its first captum row.
 
-Times: `benchmarks.harness.median_times` (interleaved rounds, one process). Peak memory: each
-function runs once in a freshly spawned interpreter (`--memory TABLE NAME`) that rebuilds the
-same seeded inputs; the harness's forked child deadlocks in libgomp once the parent has run
-OpenMP parallel regions (the same workaround as bench_cam.py).
+Times and peak memory come from `benchmarks.harness.compare` (interleaved rounds, median of 3
+after one warm-up; peak resident memory one call adds).
 
     .venv/bin/python benchmarks/bench_perturbation.py
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,7 +23,7 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fattr
-from benchmarks.harness import markdown, median_times
+from benchmarks.harness import compare, markdown
 
 PER_EVAL = 32  # captum: perturbations per forward (x batch 4 = 128 images)
 BATCH = 4 * PER_EVAL  # fattr: images per forward
@@ -95,39 +92,14 @@ def tables() -> list[tuple[str, dict]]:
     ]
 
 
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(field))
-
-
-def measure_memory(table: int, name: str) -> int:
-    """Peak RSS (bytes) one call adds in this process; VmHWM is reset just before the call."""
-    fn = tables()[table][1][name]
-    start = _status_kb("VmRSS:")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    fn()
-    return max(_status_kb("VmHWM:") - start, 0) * 1024
-
-
 def main() -> str:
     parts = []
-    for i, (title, fns) in enumerate(tables()):
-        times = median_times(fns, rounds=3, warmup=1)
-        peaks = {name: int(subprocess.run(
-            [sys.executable, __file__, "--memory", str(i), name], capture_output=True,
-            text=True, check=True).stdout.split()[-1]) for name in fns}
-        reference = next(iter(fns))
-        parts.append(markdown([{
-            "name": name, "time_s": times[name], "time_ratio": times[name] / times[reference],
-            "peak_mb": peaks[name] / 2**20, "memory_ratio": peaks[name] / max(peaks[reference], 1),
-        } for name in fns], title))
+    for title, fns in tables():
+        parts.append(markdown(compare(fns, reference=next(iter(fns)), rounds=3, warmup=1),
+                              title))
         print(parts[-1] + "\n", file=sys.stderr, flush=True)
     return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--memory"]:
-        print(measure_memory(int(sys.argv[2]), sys.argv[3]))
-    else:
-        print(main())
+    print(main())

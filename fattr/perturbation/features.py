@@ -4,7 +4,9 @@ A feature mask holds one integer id per input element, broadcastable to x: per e
 (B, ...) or shared ((...) or (1, ...)). Every distinct id that occurs is one feature; ids need
 not be contiguous or start at 0 (captum shifts them to start at 0 and keeps empty ids in between
 as features with zero effect; the attributions are the same). Features are numbered 0..F-1 in
-the sorted order of their ids. Without a mask every element is its own feature.
+the sorted order of their ids; per-example masks share one numbering (the union of their ids),
+and an id absent from an example is a feature without effect there. Without a mask every
+element is its own feature.
 """
 
 from __future__ import annotations
@@ -74,8 +76,10 @@ def feature_groups(feature_mask: Tensor | None, x: Tensor, method: str) -> Featu
             f"of shape {tuple(x.shape)}. Pass one mask per example {tuple(x.shape)}, one shared "
             f"mask {tuple(x.shape[1:])}, or any shape that broadcasts, such as "
             f"(1, 1, H, W) for every channel of an image.")
-    mask = concrete(feature_mask).to(x.device)
+    # The feature count fixes shapes, so it is read from the values (under vmap over masks: the
+    # ids of all of them); the element-to-feature map keeps the mask's own (maybe vmapped) form.
+    ids = torch.unique(concrete(feature_mask).to(x.device))
+    mask = feature_mask.to(x.device)
     mask = mask.reshape((1,) * (x.ndim - mask.ndim) + tuple(mask.shape))
     mask = mask.expand(mask.shape[0], *x.shape[1:]).reshape(mask.shape[0], elements)
-    ids = torch.unique(mask)
     return Features(torch.searchsorted(ids, mask), ids.numel(), x.shape)

@@ -67,7 +67,8 @@ def lime(f: ModelFn, samples: int = 50, batch_size: int | None = None, *, alpha:
             None evaluates all at once. The result does not depend on it.
         alpha: ridge penalty on the coefficients (default 1.0, in sklearn Ridge's scale: the
             weighted sum, not mean, of squared residuals); 0 is plain weighted least squares
-            (minimum-norm when underdetermined).
+            (with fewer samples than features: the minimum-norm coefficients, as sklearn's
+            LinearRegression).
         kernel_width: width of the exponential kernel (default 1.0, as captum).
         kernel_space: "interpretable" (default) or "input" (captum's), see above.
         output: picks a tensor from the model's output.
@@ -100,8 +101,8 @@ def lime(f: ModelFn, samples: int = 50, batch_size: int | None = None, *, alpha:
         values = game.coalitions(keep)
         distance = cosine_distance(keep, game.call.x, game.fill, game.features, kernel_space)
         weights = torch.exp(-distance**2 / (2 * kernel_width**2)).to(values.dtype)
-        design = torch.cat([torch.ones_like(keep[:, :1]), keep], 1).to(values.dtype)
-        return least_squares(design, values, weights, float(alpha), unpenalized=1)[:, 1:]
+        return least_squares(keep.to(values.dtype), values, weights, float(alpha),
+                             intercept=True)
 
     return feature_method(f, "lime", solve, batch_size, output, lime.__doc__,
                           per_call=("baseline", "feature_mask", "generator"))

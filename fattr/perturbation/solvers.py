@@ -45,28 +45,34 @@ def permutation_marginals(values: Tensor, permutations: Tensor) -> Tensor:
 
 
 def least_squares(design: Tensor, y: Tensor, weights: Tensor | None = None, ridge: float = 0.0,
-                  unpenalized: int = 0) -> Tensor:
+                  intercept: bool = False) -> Tensor:
     """Per-example (weighted, ridge) least squares, shape (B, M):
 
-        beta_b = argmin sum_s w_sb (y_sb - design_s . beta)^2 + ridge * ||beta[unpenalized:]||^2
+        beta_b = argmin sum_s w_sb (y_sb - c_b - design_s . beta)^2 + ridge * ||beta||^2
 
-    `design` (S, M) is shared; `y` (S, B); `weights` None, (S,) or (S, B). Solved with the
-    pseudo-inverse of the sqrt-weighted system (ridge rows appended), so a rank-deficient design
-    (fewer samples than unknowns) gives the minimum-norm solution, as sklearn's LinearRegression
-    does, on every device.
+    with a free, unpenalized intercept c_b when `intercept` (fitted, as sklearn does, by
+    centring design and y on their weighted means; not returned), else c_b = 0. `design`
+    (S, M) is shared; `y` (S, B); `weights` None, (S,) or (S, B). Solved with the
+    pseudo-inverse of the sqrt-weighted system (ridge rows appended), so a rank-deficient
+    design (fewer samples than unknowns) gives the minimum-norm beta, as sklearn's
+    LinearRegression does, on every device.
     """
-    samples, size = design.shape
-    if weights is None:
+    size = design.shape[1]
+    if weights is None and not intercept:  # one shared system, B right-hand sides
         a, rhs = design, y
     else:
-        root = weights.sqrt().reshape(samples, -1).expand_as(y)
-        a = root.T.unsqueeze(-1) * design  # (B, S, M)
-        rhs = (root * y).T.unsqueeze(-1)  # (B, S, 1)
+        w = y.new_ones(()) if weights is None else weights.reshape(design.shape[0], -1)
+        w = w.expand_as(y)  # (S, B)
+        root = w.sqrt().T.unsqueeze(-1)  # (B, S, 1)
+        a, rhs = design.expand(y.shape[1], -1, -1), y.T.unsqueeze(-1)  # (B, S, M), (B, S, 1)
+        if intercept:
+            share = (w / w.sum(0)).T.unsqueeze(-1)
+            a = a - (share * a).sum(1, keepdim=True)
+            rhs = rhs - (share * rhs).sum(1, keepdim=True)
+        a, rhs = root * a, root * rhs
     if ridge > 0:
-        eye = torch.eye(size, dtype=design.dtype, device=design.device)[unpenalized:]
-        penalty = (math.sqrt(ridge) * eye).expand(*a.shape[:-2], -1, -1)
-        a = torch.cat([a, penalty], -2)
-        rhs = torch.cat([rhs, rhs.new_zeros((*rhs.shape[:-2], size - unpenalized,
-                                             rhs.shape[-1]))], -2)
+        eye = torch.eye(size, dtype=design.dtype, device=design.device)
+        a = torch.cat([a, (math.sqrt(ridge) * eye).expand(*a.shape[:-2], -1, -1)], -2)
+        rhs = torch.cat([rhs, rhs.new_zeros((*rhs.shape[:-2], size, rhs.shape[-1]))], -2)
     solution = torch.linalg.pinv(a) @ rhs
-    return solution.T if weights is None else solution.squeeze(-1)
+    return solution.T if solution.ndim == 2 else solution.squeeze(-1)

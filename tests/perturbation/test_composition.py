@@ -94,6 +94,27 @@ def test_batched_equals_vmap_over_per_example(name):
     torch.testing.assert_close(mapped, batched, rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("name", ["feature_ablation", "shapley_values", "kernel_shap", "lime"])
+def test_per_example_masks_under_vmap_over_per_example(name):
+    """Per-example feature masks mapped along with x give the batched per-example result."""
+    net, x, target, baseline = image_case()
+    f, params = fattr.functional(net)
+    masks = torch.randint(0, 4, (3, 1, 8, 8), generator=seeded(8))
+    masks[1] += 1  # ids 1..4 here, 0..3 elsewhere: 5 features in all
+    draw = lambda: {"generator": seeded(7)} if name in STOCHASTIC else {}
+    batched = ALL[name](f)(params, x, target, baseline=baseline[0], feature_mask=masks, **draw())
+    single = ALL[name](fattr.per_example(f))
+    mapped = vmap(lambda xb, tb, mb: single(params, xb, tb, baseline=baseline[0],
+                                            feature_mask=mb, **draw()),
+                  randomness="same")(x, target, masks)
+    torch.testing.assert_close(mapped, batched, rtol=1e-12, atol=1e-13)
+    if name in ("feature_ablation", "shapley_values"):  # ids absent from an example are inert
+        for b in range(3):
+            alone = ALL[name](f)(params, x[b:b + 1], target[b:b + 1], baseline=baseline[0],
+                                 feature_mask=masks[b:b + 1])
+            torch.testing.assert_close(batched[b:b + 1], alone, rtol=1e-12, atol=1e-13)
+
+
 @pytest.mark.parametrize("name", ALL)
 def test_grad_in_params_matches_autograd(name):
     net, x, target, baseline = image_case()

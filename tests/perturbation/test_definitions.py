@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import LinearRegression, Ridge
 from torch import nn
 
 import fattr
@@ -273,3 +273,30 @@ def test_toy_net_occlusion_windows():
     expected = torch.cat([first, (first + second) / 2, second])[None]
     torch.testing.assert_close(fattr.occlusion(f, 2)(params, x, 0), expected, rtol=0,
                                atol=1e-12)
+
+
+def test_fewer_samples_than_features_gives_minimum_norm_solutions():
+    """64 features, 10 samples: the regressions are underdetermined; KernelSHAP still meets
+    efficiency exactly, LIME without ridge returns the minimum-norm fit (finite)."""
+    net, x, target, baseline = image_case()
+    f, params = fattr.functional(net)
+    ks = fattr.kernel_shap(f, samples=10)(params, x, target, baseline=baseline,
+                                          generator=seeded(1))
+    gap = ks.flatten(1).sum(1) - (score(net, x, target) - score(net, baseline, target))
+    assert gap.abs().max() <= 1e-12
+    lime = fattr.lime(f, samples=10, alpha=0.0)(params, x, target, baseline=baseline,
+                                                generator=seeded(1))
+    assert torch.isfinite(lime).all() and lime.abs().sum() > 0
+    ridge = fattr.lime(f, samples=10, alpha=1e-9)(params, x, target, baseline=baseline,
+                                                  generator=seeded(1))
+    torch.testing.assert_close(lime, ridge, rtol=1e-5, atol=1e-7)  # ridge -> 0 is min-norm
+    z = bernoulli_coalitions(10, 64, seeded(1), x.device)
+    v = torch.stack([score(net, torch.where(row.reshape(1, 1, 8, 8), x, baseline), target)
+                     for row in z])
+    distance = 1 - (z.sum(1).double() / 64).sqrt()
+    weights = torch.exp(-distance**2 / 2)
+    for b in range(3):  # sklearn's LinearRegression: minimum-norm coefficients
+        fit = LinearRegression().fit(z.double().numpy(), v[:, b].numpy(),
+                                     sample_weight=weights.numpy())
+        torch.testing.assert_close(lime[b].flatten(), torch.tensor(fit.coef_), rtol=1e-8,
+                                   atol=1e-10)
