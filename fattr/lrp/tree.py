@@ -2,16 +2,15 @@
 
 Every module a composite gives a rule becomes a `RelevanceLayer` (it keeps the module's tensors
 under their names, so the tree is called with the user's params); functional calls in the
-forward get the rule of their module form (`F.relu` that of `nn.ReLU`, a tensor addition that
-of `Sum`, `mean`/`sum` that of average pooling); calls with no LRP rule (matmul, softmax,
-products of two tensors, functional layers) and modules with no rule raise an error that names
-them, instead of silently propagating a plain gradient.
+forward get the rule of their module form (`F.relu`, `x.relu_()`... that of `nn.ReLU`, parsed by
+the activation catalog of `fattr.rules.nonlinearities`; a tensor addition that of `Sum`;
+`mean`/`sum` that of average pooling); calls with no LRP rule (matmul, softmax, products of two
+tensors, functional layers, activations the catalog does not parse) and modules with no rule
+raise an error that names them, instead of silently propagating a plain gradient.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +23,8 @@ from fattr.lrp.canonizers import MergedBatchNorm, MergedLinear, Sum, canonical, 
 from fattr.lrp.composites import MISSING, Choice, First, choose
 from fattr.lrp.layers import LINEAR_LAYERS, PLAIN, affine, parametrized
 from fattr.lrp.relevance import Node, Op, relevance
+from fattr.rules.activation import Activation
+from fattr.rules.nonlinearities import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from fattr.rules.rewrite import RuleModule, rewrite
 
 
@@ -102,19 +103,8 @@ class RelevanceLayer(RuleModule):
         return f"{type(self.kind).__name__}, {self.choice}"
 
 
-# Functional activations and the module type whose rule they get; in-place forms copy back.
-ACTIVATION_FUNCTIONS: dict[type, tuple[Callable, ...]] = {
-    nn.ReLU: (F.relu, torch.relu, Tensor.relu, F.relu_, torch.relu_, Tensor.relu_),
-    nn.ReLU6: (F.relu6,), nn.ELU: (F.elu, F.elu_), nn.SELU: (F.selu, torch.selu),
-    nn.CELU: (F.celu,), nn.LeakyReLU: (F.leaky_relu, F.leaky_relu_), nn.GELU: (F.gelu,),
-    nn.SiLU: (F.silu,), nn.Mish: (F.mish,), nn.Hardswish: (F.hardswish,),
-    nn.Hardsigmoid: (F.hardsigmoid,), nn.Hardtanh: (F.hardtanh, F.hardtanh_),
-    nn.Softplus: (F.softplus,), nn.LogSigmoid: (F.logsigmoid,), nn.Softsign: (F.softsign,),
-    nn.Sigmoid: (F.sigmoid, torch.sigmoid, Tensor.sigmoid, Tensor.sigmoid_),
-    nn.Tanh: (F.tanh, torch.tanh, Tensor.tanh, Tensor.tanh_),
-}
-IN_PLACE = {F.relu_, torch.relu_, Tensor.relu_, F.elu_, F.leaky_relu_, F.hardtanh_,
-            Tensor.sigmoid_, Tensor.tanh_, Tensor.add_}
+# Functional activations: the rules' catalog parses their calls (in-place forms included).
+CATALOG = (RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU)
 ADDITIONS = (torch.add, Tensor.add, Tensor.add_)
 REDUCTIONS = (torch.sum, Tensor.sum, torch.mean, Tensor.mean)
 PRODUCTS = (torch.mul, Tensor.mul, Tensor.mul_)
@@ -123,42 +113,30 @@ REFUSED = {fn: "lrp" for fn in (
     torch.softmax, Tensor.softmax, F.softmax, F.log_softmax, Tensor.log_softmax, F.linear,
     F.bilinear, F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
     F.conv_transpose3d, F.layer_norm, F.group_norm, F.batch_norm, F.instance_norm,
-    F.scaled_dot_product_attention, F.multi_head_attention_forward)}
+    F.scaled_dot_product_attention, F.multi_head_attention_forward,
+    # functional activations the catalog does not parse: their module forms have rules
+    F.relu6, F.hardtanh, F.hardtanh_, F.hardswish, F.hardsigmoid, F.mish, F.selu, torch.selu,
+    F.celu, F.logsigmoid, F.softsign, F.rrelu, F.threshold)}
 
 
-@functools.cache
-def _inplace_position(fn: Callable) -> int | None:
-    """Where `inplace` sits among a function's arguments, if it has one."""
-    try:
-        names = list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return None
-    return names.index("inplace") if "inplace" in names else None
+def _activation(activation: Activation, parse: Callable, rule: Any, level: int | None
+                ) -> Callable[..., Tensor]:
+    """A functional activation call as an LRP node; an in-place call writes the result back."""
 
-
-def _call_inplace(fn: Callable, args: tuple, kwargs: dict) -> tuple[tuple, dict, bool]:
-    """The call's arguments with `inplace` turned off, and whether it was in place."""
-    position = _inplace_position(fn)
-    inplace = fn in IN_PLACE
-    if position is not None:
-        if "inplace" in kwargs:
-            inplace = inplace or bool(kwargs["inplace"])
-            kwargs = {**kwargs, "inplace": False}
-        elif len(args) > position - 1 >= 0:
-            inplace = inplace or bool(args[position - 1])
-            args = (*args[:position - 1], False, *args[position:])
-    return args, kwargs, inplace
-
-
-def _route(fn: Callable, rule: Any, level: int | None, where: str) -> Callable[..., Tensor]:
-    """`fn(x, ...)` as an LRP node with `rule`; an in-place call writes the result back."""
-
-    def routed(x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        args, kwargs, inplace = _call_inplace(fn, args, kwargs)
-        op = (lambda t: fn(t.clone(), *args, **kwargs)) if inplace else \
-            (lambda t: fn(t, *args, **kwargs))
-        node = Node(op, rule, level, where=where)
+    def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        fn, inplace = parse(*args, **kwargs)
+        node = Node(fn, rule, level, where=f"a {activation.name} call")
         return x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
+
+    return routed
+
+
+def _reduction(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tensor]:
+    """`x.sum(...)`/`x.mean(...)` as an LRP node (the rule of average pooling)."""
+
+    def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        op = lambda t: fn(t, *args, **kwargs)
+        return relevance(x, Node(op, rule, level, where=f"a {fn.__name__} call"))
 
     return routed
 
@@ -195,18 +173,17 @@ def _product(fn: Callable) -> Callable[..., Tensor]:
 def routes(composite: Mapping, level: int | None) -> dict[Callable, Callable]:
     """Functional calls in the forward -> the rule their module form gets in `composite`."""
     table: dict[Callable, Callable] = {fn: _product(fn) for fn in PRODUCTS}
-    for module_type, functions in ACTIVATION_FUNCTIONS.items():
-        choice = choose(composite, "", module_type)
+    for activation in CATALOG:
+        choice = choose(composite, "", activation.modules[0])
         if choice is not None and choice.rule not in (None, MISSING):
-            for fn in functions:
-                table[fn] = _route(fn, choice.rule, level, f"a {fn.__name__} call")
+            table.update({call: _activation(activation, parse, choice.rule, level)
+                          for call, parse in activation.calls.items()})
     sums = choose(composite, "", Sum)
     if sums is not None and sums.rule not in (None, MISSING):
         table.update({fn: _addition(fn, sums.rule, level) for fn in ADDITIONS})
     pools = choose(composite, "", nn.AdaptiveAvgPool2d)
     if pools is not None and pools.rule not in (None, MISSING):
-        table.update({fn: _route(fn, pools.rule, level, f"a {fn.__name__} call")
-                      for fn in REDUCTIONS})
+        table.update({fn: _reduction(fn, pools.rule, level) for fn in REDUCTIONS})
     return table
 
 

@@ -59,6 +59,8 @@ class Calls(nn.Module):
             h = h * torch.sigmoid(h)
         elif self.call == "softmax":
             return torch.softmax(self.out(h), -1)
+        elif self.call == "hardswish":
+            h = nn.functional.hardswish(h)
         elif self.call == "linear":
             h = nn.functional.linear(h, self.out.weight.T.repeat(1, 4)[:, :8].T)
         return self.out(h)
@@ -80,7 +82,8 @@ def test_unsupported_modules_are_named_at_construction(net, match):
 
 @pytest.mark.parametrize(("call", "match"), [
     ("matmul", "calls .*matmul"), ("product", "multiplies two tensors"),
-    ("softmax", "calls .*softmax"), ("linear", "calls .*linear")])
+    ("softmax", "calls .*softmax"), ("linear", "calls .*linear"),
+    ("hardswish", "calls .*hardswish")])
 def test_functional_calls_without_a_rule_are_refused(call, match):
     net = Calls(call).eval()
     before = state_snapshot(net)
