@@ -4,9 +4,10 @@ Every module a composite gives a rule becomes a `RelevanceLayer` (it keeps the m
 under their names, so the tree is called with the user's params); functional calls in the
 forward get the rule of their module form (`F.relu`, `x.relu_()`... that of `nn.ReLU`, parsed by
 the activation catalog of `fattr.rules.nonlinearities`; a tensor addition that of `Sum`;
-`mean`/`sum` that of average pooling); calls with no LRP rule (matmul, softmax, products of two
-tensors, functional layers, activations the catalog does not parse) and modules with no rule
-raise an error that names them, instead of silently propagating a plain gradient.
+`mean`/`sum` that of average pooling; `x * c`, `x / c` for a constant c Pass, the Epsilon
+relevance of a one-input linear map); calls with no LRP rule (matmul, softmax, products or
+quotients of two tensors, functional layers, activations the catalog does not parse) and
+modules with no rule raise an error that names them, instead of a silent plain gradient.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from fattr.lrp.canonizers import MergedBatchNorm, MergedLinear, Sum, canonical, 
 from fattr.lrp.composites import MISSING, Choice, First, choose
 from fattr.lrp.layers import LINEAR_LAYERS, PLAIN, affine, parametrized
 from fattr.lrp.relevance import Node, Op, relevance
+from fattr.lrp.rules import Pass
 from fattr.rules.activation import Activation
 from fattr.rules.nonlinearities import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from fattr.rules.rewrite import RuleModule, rewrite
@@ -107,7 +109,7 @@ class RelevanceLayer(RuleModule):
 CATALOG = (RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU)
 ADDITIONS = (torch.add, Tensor.add, Tensor.add_)
 REDUCTIONS = (torch.sum, Tensor.sum, torch.mean, Tensor.mean)
-PRODUCTS = (torch.mul, Tensor.mul, Tensor.mul_)
+SCALINGS = (torch.mul, Tensor.mul, Tensor.mul_, torch.div, Tensor.div, Tensor.div_)
 REFUSED = {fn: "lrp" for fn in (
     torch.matmul, Tensor.matmul, torch.mm, Tensor.mm, torch.bmm, Tensor.bmm, torch.einsum,
     torch.softmax, Tensor.softmax, F.softmax, F.log_softmax, Tensor.log_softmax, F.linear,
@@ -135,6 +137,8 @@ def _reduction(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tens
     """`x.sum(...)`/`x.mean(...)` as an LRP node (the rule of average pooling)."""
 
     def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if not x.is_floating_point():
+            return fn(x, *args, **kwargs)
         op = lambda t: fn(t, *args, **kwargs)
         return relevance(x, Node(op, rule, level, where=f"a {fn.__name__} call"))
 
@@ -150,7 +154,8 @@ def _addition(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tenso
     node = Node(_sum_last, rule, level, where="a tensor addition")
 
     def routed(a: Tensor, b: Any, *args: Any, **kwargs: Any) -> Any:
-        if args or kwargs or not isinstance(b, Tensor) or b.dtype != a.dtype or b.numel() < 2:
+        if args or kwargs or not isinstance(b, Tensor) or b.dtype != a.dtype or b.numel() < 2 \
+                or not a.is_floating_point():
             return fn(a, b, *args, **kwargs)
         total = relevance(torch.stack(torch.broadcast_tensors(a, b), -1), node)
         return a.copy_(total) if fn is Tensor.add_ else total
@@ -158,21 +163,40 @@ def _addition(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tenso
     return routed
 
 
-def _product(fn: Callable) -> Callable[..., Tensor]:
+_OUT_OF_PLACE = {Tensor.mul_: torch.mul, Tensor.div_: torch.div}
+
+
+def _scaling(fn: Callable, level: int | None) -> Callable[..., Tensor]:
+    """x * c and x / c for a constant c: a one-input linear map, whose Epsilon relevance is the
+    relevance itself (Pass); the plain gradient would scale relevance by c. A product of two
+    tensors is an interaction (gating, attention) with no rule here: refused."""
+    op = _OUT_OF_PLACE.get(fn, fn)
+    node = Node(op, Pass(), level, where=f"a {op.__name__} by a constant")
+
     def routed(a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
-        if isinstance(a, Tensor) and isinstance(b, Tensor) and a.numel() > 1 and b.numel() > 1:
-            raise FattrError("lrp: the model multiplies two tensors elementwise (gating, "
-                             "attention, a learned scale), which LRP has no rule for in fattr. "
-                             "Use a gradient method, or write the scale as a module and map it "
-                             "to a rule in a custom composite.")
-        return fn(a, b, *args, **kwargs)
+        if not isinstance(a, Tensor) or not a.is_floating_point() or args or kwargs:
+            return fn(a, b, *args, **kwargs)
+        if isinstance(b, Tensor) and b.numel() > 1:
+            if a.numel() > 1:
+                raise FattrError(
+                    "lrp: the model multiplies or divides two tensors elementwise (gating, "
+                    "attention, a learned scale), which LRP has no rule for in fattr. Use a "
+                    "gradient method, or write the operation as a module and map it to a rule "
+                    "in a custom composite.")
+            return fn(a, b)
+        constant = b if isinstance(b, Tensor) else torch.as_tensor(b, dtype=a.dtype,
+                                                                    device=a.device)
+        if constant.ndim > a.ndim:
+            return fn(a, b)
+        scaled = relevance(a.clone() if fn in _OUT_OF_PLACE else a, node, constant)
+        return a.copy_(scaled) if fn in _OUT_OF_PLACE else scaled
 
     return routed
 
 
 def routes(composite: Mapping, level: int | None) -> dict[Callable, Callable]:
     """Functional calls in the forward -> the rule their module form gets in `composite`."""
-    table: dict[Callable, Callable] = {fn: _product(fn) for fn in PRODUCTS}
+    table: dict[Callable, Callable] = {fn: _scaling(fn, level) for fn in SCALINGS}
     for activation in CATALOG:
         choice = choose(composite, "", activation.modules[0])
         if choice is not None and choice.rule not in (None, MISSING):

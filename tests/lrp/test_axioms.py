@@ -56,6 +56,33 @@ def test_conservation_through_functional_relu_residual_add_and_mean():
                                atol=1e-12)
 
 
+class Scaled(nn.Module):
+    """A bias-free ReLU MLP with scalings by constants in its forward (a temperature...)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(5, 8, bias=False), nn.Linear(8, 3, bias=False)
+        self.register_buffer("temperature", torch.tensor(2.5))
+
+    def forward(self, x):
+        h = torch.relu(self.a(x * 0.5)) * -3.0
+        h = h.div_(4)
+        return self.b(h) / self.temperature
+
+
+def test_scaling_by_constants_keeps_relevance():
+    net = Scaled().double().eval()
+    f, params = fattr.functional(net)
+    x = torch.randn(4, 5, dtype=torch.float64)
+    relevance = fattr.lrp(f, "epsilon", epsilon=0.0)(params, x, 2)
+    torch.testing.assert_close(relevance.sum(1), net(x)[:, 2].detach(), rtol=1e-9, atol=1e-12)
+    # the temperature still gets its true derivative under an outer grad
+    d = torch.func.grad(lambda t: fattr.lrp(f, "epsilon", epsilon=0.0)(
+        {**params, "temperature": t}, x, 2).sum())(params["temperature"])
+    torch.testing.assert_close(d, -(net(x)[:, 2].detach().sum()) / params["temperature"])
+
+
 def test_biases_absorb_relevance():
     net = conv_net()
     f, params = fattr.functional(net)
