@@ -62,14 +62,13 @@ def cameras(f: ModelFn, layer: LayerSpec, scales: Sequence[float] = REFERENCE_SC
 
     def compute(params: Params, call: Call) -> Tensor:
         x = call.x
+        if x.ndim - 2 not in _SMOOTH:
+            raise FattrError(f"cameras: inputs need 1 to 3 spatial axes after (B, C), got x of "
+                             f"shape {tuple(x.shape)}.")
         size = x.shape[2:]
         total_a = total_g = None
         for factor in scales:
-            xs = rescale(x, factor)
-            if xs.ndim - 2 not in _SMOOTH:
-                raise FattrError(f"cameras: inputs need 1 to 3 spatial axes, got x of shape "
-                                 f"{tuple(x.shape)}.")
-            a, g = cam.maps(params, xs, call.target)
+            a, g = cam.maps(params, rescale(x, factor), call.target)
             a, g = resize(a, size, "bilinear", "cameras"), resize(g, size, "bilinear", "cameras")
             total_a = a if total_a is None else total_a + a
             total_g = g if total_g is None else total_g + g

@@ -103,3 +103,17 @@ def test_tensors_requiring_grad_carry_a_graph(case):
     assert maps.requires_grad
     maps.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_smoothgrad_wraps_a_cam(case):
+    """A noise-averaged CAM by composition: the mean of the CAMs of the noisy copies."""
+    _, f, params, x = case
+    cam = fattr.gradcam_plus_plus(f, LAYER)
+    smooth = fattr.smoothgrad(cam, samples=4, stdev=0.1)(
+        params, x, [0, 3, 1], generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    span = (x.flatten(1).amax(1) - x.flatten(1).amin(1)).reshape(-1, 1, 1, 1)
+    noise = torch.randn((4, *x.shape), generator=g, dtype=x.dtype) * 0.1 * span
+    expected = torch.stack([cam(params, x + n, [0, 3, 1]) for n in noise]).mean(0)
+    torch.testing.assert_close(smooth, expected)
+    assert smooth.shape == (3, 1, 8, 8)

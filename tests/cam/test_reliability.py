@@ -103,6 +103,13 @@ def test_bad_options(case):
         fattr.cameras(f, "4", scales=(1.0, -2.0))
 
 
+def test_cameras_needs_spatial_inputs():
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    f, params = fattr.functional(net.double().eval())
+    with pytest.raises(ValueError, match="inputs need 1 to 3 spatial axes"):
+        fattr.cameras(f, "0", scales=(1.0, 2.0))(params, torch.randn(2, 4, dtype=torch.float64))
+
+
 def test_non_spatial_layer_asks_for_reshape(case):
     _, f, params, x = case
     with pytest.raises(ValueError, match=r"needs \(B, C, \*spatial\).*tokens_to_grid"):
