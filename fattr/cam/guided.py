@@ -13,6 +13,7 @@ from fattr.core.model import ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError, FattrTypeError
 from fattr.layers.taps import LayerSpec
+from fattr.rules import guided_backprop
 
 
 def guided(attr_fn: Callable[..., Tensor], cam_fn: Callable[..., Tensor],
@@ -86,8 +87,6 @@ def guided_gradcam(f: ModelFn, layer: LayerSpec, *, reshape: Reshape = None,
 
     Selvaraju et al., "Grad-CAM" (2017), https://arxiv.org/abs/1610.02391
     """
-    from fattr.rules import guided_backprop
-
     cam = gradcam(f, layer, relu=True, upsample=False, reshape=reshape, output=output)
     combined = guided(guided_backprop(f, output=output), cam, "nearest", name="guided_gradcam")
     combined.__doc__ = guided_gradcam.__doc__
