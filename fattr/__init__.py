@@ -10,7 +10,7 @@ a pure attribution function `attr(params, x, target=None, **per_call) -> Tensor`
 
 from fattr import lrp, metrics
 from fattr.cam import *  # noqa: F403
-from fattr.core import functional, per_example
+from fattr.core import functional, per_example, trainable
 from fattr.errors import FattrError, FattrTypeError
 from fattr.gradient import (
     blur_integrated_gradients,
@@ -41,5 +41,6 @@ def __getattr__(name: str):  # fattr.viz imports matplotlib (an extra) only when
 __all__ = [
     "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "functional",
     "gradient_shap", "guided_integrated_gradients", "input_x_gradient", "integrated_gradients",
-    "lrp", "metrics", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "vargrad",
+    "lrp", "metrics", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "trainable",
+    "vargrad",
 ]

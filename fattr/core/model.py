@@ -59,6 +59,20 @@ def functional(module: nn.Module) -> tuple[FunctionalModel, dict[str, Tensor]]:
     return FunctionalModel(module), params
 
 
+def trainable(f: ModelFn, params: Params) -> dict[str, Tensor]:
+    """The entries of `params` that `torch.func.grad` can differentiate: the module's
+    parameters (not its buffers, such as BatchNorm's integer `num_batches_tracked` or its
+    running statistics), or every floating-point entry for a model without a module.
+
+    >>> grads = torch.func.grad(lambda w: loss({**params, **w}))(fattr.trainable(f, params))
+    """
+    module = getattr(f, "module", None)
+    if isinstance(module, nn.Module):
+        names = {name for name, _ in module.named_parameters()}
+        return {k: v for k, v in params.items() if k in names}
+    return {k: v for k, v in params.items() if v.is_floating_point()}
+
+
 class PerExample:
     """A batched model function seen as a function of ONE example (no batch axis)."""
 

@@ -76,8 +76,8 @@ def test_grad_through_attribution_matches_autograd(case, name):
     def loss(p):
         return (attr(p, x, target) ** 2).sum()
 
-    trainable = dict(net.named_parameters())  # BatchNorm's running stats are not differentiable
-    floats = {k: v for k, v in params.items() if k in trainable}
+    floats = fattr.trainable(f, params)  # not BatchNorm's buffers: not differentiable
+    assert set(floats) == {n for n, _ in net.named_parameters()}
     functional_grads = grad(lambda p: loss({**params, **p}))(floats)
     leaves = {k: v.clone().requires_grad_() for k, v in floats.items()}
     value = loss({**params, **leaves})
