@@ -82,8 +82,7 @@ def fullgrad_terms(f: ModelFn, params: Params, x: Tensor, target: TargetSpec = N
     """
     model = as_model(f, output, "fullgrad_terms")
     tap = _tap(model, "fullgrad_terms")
-    return full_gradients(model, tap, params, x, Target(target, x.shape[0], x.device,
-                                                        "fullgrad_terms"))
+    return full_gradients(model, tap, params, x, model.target(target, x))
 
 
 def fullgrad(f: ModelFn, *, output: Callable[[Any], Tensor] | None = None,

@@ -54,3 +54,17 @@ def check_eval_mode(module: nn.Module | None, method: str) -> None:
                 f"{method}: {where} ({type(sub).__name__}) is in training mode, so the model "
                 "is random (Dropout) or batch-dependent (BatchNorm) and attributions would be "
                 "too. Call model.eval() before attributing.")
+
+
+def check_count(value: object, name: str, method: str, minimum: int = 1) -> int:
+    """A configuration count (steps, samples, features): an int >= `minimum`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FattrError(f"{method}: {name} must be an int >= {minimum}, got {value!r}.")
+    return value
+
+
+def check_non_negative(value: object, name: str, method: str) -> float:
+    """A configuration scale (stdev, radius): a number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise FattrError(f"{method}: {name} must be >= 0, got {value!r}.")
+    return value

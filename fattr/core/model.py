@@ -127,6 +127,12 @@ class Model:
                 f"{self.fn!r} has none. Build it with `f, params = fattr.functional(model)`.")
         return module
 
+    def target(self, spec: TargetSpec, x: Tensor) -> Target:
+        """`spec` validated for the batch x; models with `flat_index` (`to_layer`) read ints as
+        flattened neuron indices."""
+        return Target(spec, x.shape[0], x.device, self.method,
+                      flat_index=bool(getattr(self.fn, "flat_index", False)))
+
     def __call__(self, params: Params, x: Tensor) -> Tensor:
         out = self.fn(params, x)
         return self.output(out) if self.output is not None else out
@@ -179,7 +185,7 @@ def attribution(model: Model, compute: Callable[..., Tensor], *, gradient: bool 
             x = x.unsqueeze(0)
             if isinstance(target, Tensor):
                 target = target.unsqueeze(0)
-        call = Call(x, Target(target, x.shape[0], x.device, method))
+        call = Call(x, model.target(target, x))
         if call.batch == 0:
             result = empty(x)
         else:

@@ -1,10 +1,11 @@
 """Target selection: turns a model output into one scalar per example.
 
-Forms (API.md, "Targets"): an int picks `out[:, t]`; a tuple picks `out[(slice(None), *t)]`;
-a 1-D integer tensor or list of length B picks one index per example (a (B, d) tensor picks a
-d-dimensional index per example); `None` needs an output that is already one scalar per example
-((B,) or (B, 1)); a callable `out -> Tensor(N,)` is any row-wise objective. Wrong shapes or
-out-of-range indices raise; nothing is truncated silently.
+Forms (API.md, "Targets"): an int picks `out[:, t]` (on a model that declares `flat_index`,
+such as `to_layer`, an int is the flattened index over all non-batch axes); a tuple picks
+`out[(slice(None), *t)]`; a 1-D integer tensor or list of length B picks one index per example
+(a (B, d) tensor picks a d-dimensional index per example); `None` needs an output that is
+already one scalar per example ((B,) or (B, 1)); a callable `out -> Tensor(N,)` is any
+row-wise objective. Wrong shapes or out-of-range indices raise; nothing is truncated silently.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ class Target:
     (for path and noise methods that evaluate many rows per example), default one row each.
     """
 
-    def __init__(self, spec: TargetSpec, batch: int, device: torch.device, method: str):
+    def __init__(self, spec: TargetSpec, batch: int, device: torch.device, method: str, *,
+                 flat_index: bool = False):
         self.method = method
         self.batch = batch
+        self.flat_index = flat_index  # an int indexes all non-batch axes flattened (neurons)
         self._range_checked = False
         if spec is None or (callable(spec) and not isinstance(spec, Tensor)):
             self.spec = spec
@@ -76,6 +79,10 @@ class Target:
         if spec is None:
             chosen = out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out
             what = "None"
+        elif isinstance(spec, int) and self.flat_index and out.ndim > 2:
+            flat = out.flatten(1)
+            self._check_index((spec,), flat)
+            chosen, what = flat[:, spec], f"{spec}"
         elif isinstance(spec, int):
             self._check_index((spec,), out)
             chosen, what = out[:, spec], f"{spec}"

@@ -12,7 +12,7 @@ from fattr.core.baselines import BaselineSpec, baseline_like
 from fattr.core.checks import check_input
 from fattr.core.gradients import scores
 from fattr.core.model import ModelFn, Params, as_model
-from fattr.core.targets import Target, TargetSpec
+from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
 
 
@@ -34,7 +34,7 @@ def completeness_gap(f: ModelFn, params: Params, x: Tensor, attribution: Tensor,
     if model.per_example:
         x, attribution = x.unsqueeze(0), attribution.unsqueeze(0)
         target = target.unsqueeze(0) if isinstance(target, Tensor) else target
-    chosen = Target(target, x.shape[0], x.device, "completeness_gap")
+    chosen = model.target(target, x)
     start = baseline_like(baseline, x, "completeness_gap")
     both = scores(model, params, torch.cat([x, start]), chosen,
                   rows=torch.arange(x.shape[0], device=x.device).repeat(2))

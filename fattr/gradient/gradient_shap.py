@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from fattr.core.baselines import baseline_distribution
+from fattr.core.checks import check_count, check_non_negative
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.gradients import fold, input_gradient
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
-from fattr.core.paths import expand_axis
-from fattr.errors import FattrError
+from fattr.core.paths import random_paths
 
 
 def gradient_shap(f: ModelFn, samples: int = 5, stdev: float = 0.0,
@@ -39,10 +39,8 @@ def gradient_shap(f: ModelFn, samples: int = 5, stdev: float = 0.0,
     Lundberg and Lee, "A Unified Approach to Interpreting Model Predictions" (2017),
     https://arxiv.org/abs/1705.07874
     """
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise FattrError(f"gradient_shap: samples must be a positive int, got {samples!r}.")
-    if not stdev >= 0:
-        raise FattrError(f"gradient_shap: stdev must be >= 0, got {stdev!r}.")
+    check_count(samples, "samples", "gradient_shap")
+    check_non_negative(stdev, "stdev", "gradient_shap")
     check_batch_size(batch_size, "gradient_shap")
     model = as_model(f, output, "gradient_shap")
 
@@ -50,12 +48,8 @@ def gradient_shap(f: ModelFn, samples: int = 5, stdev: float = 0.0,
                 generator: torch.Generator | None = None) -> Tensor:
         x = call.x
         pool = baseline_distribution(baselines, x, "gradient_shap")
-        draw = dict(generator=generator, device=x.device)
-        pick = torch.randint(pool.shape[0], (samples, call.batch), **draw)
-        noise = torch.randn((samples, *x.shape), dtype=x.dtype, **draw) * stdev
-        alphas = torch.rand((samples, call.batch), dtype=x.dtype, **draw)
-        start, end = pool[pick], x + noise
-        rows, example = fold(start + expand_axis(alphas, end.ndim) * (end - start))
+        start, end, points = random_paths(x, pool, samples, stdev, generator)
+        rows, example = fold(points)
         deltas, _ = fold((end - start) / samples)
 
         def chunk(inputs: Tensor, delta: Tensor, index: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.checks import check_input
+from fattr.core.checks import check_count, check_input, check_non_negative
 from fattr.core.chunking import check_batch_size
 from fattr.core.noise import attribute_samples, relative_noise
 from fattr.core.targets import Target, TargetSpec
@@ -22,11 +22,8 @@ def _noise_average(name: str, reduce: Reduce, attr_fn: Callable[..., Tensor], sa
     if not callable(attr_fn):
         raise FattrTypeError(f"{name}: attr_fn must be an attribution function such as "
                              f"fattr.saliency(f), got {type(attr_fn).__name__}.")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise FattrError(f"{name}: samples must be a positive int, got {samples!r}.")
-    if not stdev >= 0:
-        raise FattrError(f"{name}: stdev must be >= 0 (a fraction of each example's value "
-                         f"range), got {stdev!r}.")
+    check_count(samples, "samples", name)
+    check_non_negative(stdev, "stdev", name)  # a fraction of each example's value range
     check_batch_size(batch_size, name)
     batched = not getattr(attr_fn, "per_example", False)
 

@@ -9,11 +9,11 @@ import torch
 from torch import Tensor
 
 from fattr.core.baselines import baseline_distribution
+from fattr.core.checks import check_count, check_non_negative
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.gradients import fold
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
-from fattr.core.paths import expand_axis
-from fattr.errors import FattrError
+from fattr.core.paths import random_paths
 from fattr.layers.taps import LayerSpec, Tap, empty_layer_output
 
 
@@ -41,10 +41,8 @@ def layer_gradient_shap(f: ModelFn, layer: LayerSpec, samples: int = 5, stdev: f
     https://arxiv.org/abs/1705.07874
     """
     name = "layer_gradient_shap"
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise FattrError(f"{name}: samples must be a positive int, got {samples!r}.")
-    if not stdev >= 0:
-        raise FattrError(f"{name}: stdev must be >= 0, got {stdev!r}.")
+    check_count(samples, "samples", name)
+    check_non_negative(stdev, "stdev", name)
     check_batch_size(batch_size, name)
     model = as_model(f, output, name)
     tap = Tap(model, layer, name)
@@ -53,12 +51,8 @@ def layer_gradient_shap(f: ModelFn, layer: LayerSpec, samples: int = 5, stdev: f
                 generator: torch.Generator | None = None) -> Tensor:
         x = call.x
         pool = baseline_distribution(baselines, x, name)
-        draw = dict(generator=generator, device=x.device)
-        pick = torch.randint(pool.shape[0], (samples, call.batch), **draw)
-        noise = torch.randn((samples, *x.shape), dtype=x.dtype, **draw) * stdev
-        alphas = torch.rand((samples, call.batch), dtype=x.dtype, **draw)
-        start, end = pool[pick], x + noise
-        points, example = fold(start + expand_axis(alphas, end.ndim) * (end - start))
+        start, end, points = random_paths(x, pool, samples, stdev, generator)
+        points, example = fold(points)
         starts, ends = fold(start)[0], fold(end)[0]
 
         def chunk(inputs: Tensor, begin: Tensor, finish: Tensor, index: Tensor) -> Tensor:

@@ -12,7 +12,11 @@ from fattr.layers.taps import LayerSpec, Tap
 
 
 class LayerModel:
-    """`f` cut at a layer: `g(params, x)` is that layer's output (the model runs up to it)."""
+    """`f` cut at a layer: `g(params, x)` is that layer's output (the model runs up to it).
+
+    An int target is a neuron: the flattened index over the layer's non-batch axes."""
+
+    flat_index = True
 
     def __init__(self, tap: Tap, flatten: bool):
         self.tap = tap
@@ -32,11 +36,10 @@ def to_layer(f: ModelFn, layer: LayerSpec, *, flatten: bool = False) -> ModelFn:
 
     `g = to_layer(f, layer)` runs `f` only up to `layer` and returns its output, so any
     attribution method explains a neuron: `fattr.integrated_gradients(g)(params, x, target=
-    (c, i, j))` attributes channel c at position (i, j) of a conv layer. `target` follows the
-    usual rules on the layer output: an int picks along the first axis after the batch axis (a
-    neuron of a (B, N) layer), a tuple indexes every axis. With `flatten=True` the output is
-    flattened to (B, N) and an int is the flattened neuron index (captum's `neuron_selector`
-    as an int).
+    (c, i, j))` attributes channel c at position (i, j) of a conv layer. `target` picks a
+    neuron: an int is the flattened neuron index over all axes after the batch axis (row-major,
+    captum's `neuron_selector` as an int), a tuple indexes every axis, and the other target
+    forms work as usual. With `flatten=True` the output itself is flattened to (B, N).
 
     Args:
         f: a model function from `fattr.functional` (or `per_example` of one).

@@ -54,7 +54,7 @@ def prepare(model: Model, x: Tensor, target: TargetSpec) -> Batch:
         x = x.unsqueeze(0)
         if isinstance(target, Tensor):
             target = target.unsqueeze(0)
-    return Batch(x, Target(target, x.shape[0], x.device, method), single)
+    return Batch(x, model.target(target, x), single)
 
 
 def check_like(t: object, x: Tensor, method: str, name: str = "attribution", *,
@@ -95,12 +95,6 @@ def check_maps(attribution: object, method: str) -> Tensor:
                          f"batch axis and at least one feature axis, got {got}. For one map "
                          "pass a[None].")
     return check_finite(attribution, method, "attribution")
-
-
-def check_count(value: object, name: str, method: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FattrError(f"{method}: {name} must be an int >= {minimum}, got {value!r}.")
-    return value
 
 
 def check_attr_fn(attr_fn: object, method: str) -> Callable[..., Tensor]:

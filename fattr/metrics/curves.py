@@ -17,13 +17,13 @@ from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
 from fattr.core.blur import blur_stack
+from fattr.core.checks import check_count
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.model import Model, ModelFn, Params, as_model
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
 from fattr.metrics.base import (
     Batch,
-    check_count,
     check_like,
     prepare,
     ranks,

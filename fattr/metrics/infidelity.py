@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fattr.core.checks import check_count
 from fattr.core.chunking import check_batch_size
 from fattr.core.model import ModelFn, Params, as_model
 from fattr.core.noise import relative_noise
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
 from fattr.metrics.base import (
-    check_count,
     check_finite,
     check_like,
     prepare,

@@ -6,8 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fattr.core.checks import check_count
 from fattr.errors import FattrError
-from fattr.metrics.base import check_count, check_finite, check_maps, safe_divide
+from fattr.metrics.base import check_finite, check_maps, safe_divide
 
 
 def check_mask(mask: object, attribution: Tensor, method: str) -> Tensor:

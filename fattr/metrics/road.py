@@ -7,10 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fattr.core.checks import check_count
 from fattr.core.model import ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
-from fattr.metrics.base import Batch, check_count
+from fattr.metrics.base import Batch
 from fattr.metrics.curves import Fill, Output, curve_metric
 
 

@@ -10,13 +10,13 @@ import torch
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
+from fattr.core.checks import check_count
 from fattr.core.chunking import check_batch_size
 from fattr.core.model import ModelFn, Params, as_model
 from fattr.core.targets import TargetSpec
 from fattr.metrics.base import (
     call_attribution,
     check_attr_fn,
-    check_count,
     check_like,
     check_per_example,
     prepare,

@@ -8,13 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.checks import check_input
+from fattr.core.checks import check_count, check_input
 from fattr.core.chunking import check_batch_size
 from fattr.core.model import Params
 from fattr.core.noise import attribute_samples
 from fattr.core.targets import Target, TargetSpec
 from fattr.errors import FattrError
-from fattr.metrics.base import check_attr_fn, check_count
+from fattr.metrics.base import check_attr_fn
 from fattr.metrics.infidelity import _check_perturbations
 
 

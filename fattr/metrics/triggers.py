@@ -9,9 +9,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from fattr.core.checks import check_count
 from fattr.core.model import functional
 from fattr.errors import FattrError, FattrTypeError
-from fattr.metrics.base import check_count
 from fattr.metrics.localisation import relevance_mass
 
 Method = Callable[[Any], Callable[..., Tensor]]

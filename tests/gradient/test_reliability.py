@@ -117,7 +117,7 @@ def test_unknown_quadrature_and_bad_configuration(setup):
         fattr.integrated_gradients(f, steps=1, method="riemann_trapezoid")
     with pytest.raises(fattr.FattrError, match="batch_size must be a positive int"):
         fattr.integrated_gradients(f, batch_size=0)
-    with pytest.raises(fattr.FattrError, match="samples must be a positive int"):
+    with pytest.raises(fattr.FattrError, match="samples must be an int >= 1"):
         fattr.smoothgrad(fattr.saliency(f), samples=0)
     with pytest.raises(fattr.FattrError, match="stdev must be >= 0"):
         fattr.smoothgrad(fattr.saliency(f), stdev=-1.0)

@@ -174,7 +174,7 @@ def test_reliability(cnn):
         fattr.internal_influence(f, "4", batch_size=-1)
     with pytest.raises(ValueError, match="neuron must be an int"):
         fattr.neuron_conductance(f, "4", neuron=[1, 2])
-    with pytest.raises(ValueError, match="samples must be a positive int"):
+    with pytest.raises(ValueError, match="samples must be an int >= 1"):
         fattr.layer_gradient_shap(f, "4", samples=0)
     with pytest.raises(ValueError, match="stdev must be >= 0"):
         fattr.layer_gradient_shap(f, "4", stdev=-1.0)

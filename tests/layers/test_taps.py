@@ -229,3 +229,23 @@ def test_tokens_to_grid():
         fattr.tokens_to_grid(-1)
     with pytest.raises(ValueError, match="grid must be"):
         fattr.tokens_to_grid(grid=(4,))
+
+
+def test_to_layer_int_target_is_the_flattened_neuron_index():
+    """API.md: `to_layer` targets pick a neuron, an int over the flattened neuron index or a
+    tuple over the layer's axes; both name the same neuron."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(3, 2, 3, padding=1)).double().eval()
+    f, params = fattr.functional(net)
+    g = fattr.to_layer(f, "1")
+    x = torch.randn(2, 1, 5, 5, dtype=torch.float64)
+    by_tuple = fattr.saliency(g, abs=False)(params, x, (2, 3, 4))
+    by_int = fattr.saliency(g, abs=False)(params, x, 2 * 25 + 3 * 5 + 4)
+    torch.testing.assert_close(by_int, by_tuple)
+    assert by_int.abs().sum() > 0
+    with pytest.raises(fattr.FattrError, match="target 75 is out of range"):
+        fattr.saliency(g)(params, x, 75)
+    # an ordinary model keeps out[:, t] and refuses a non-scalar selection
+    with pytest.raises(fattr.FattrError, match="one scalar per example"):
+        fattr.saliency(f)(params, x, 1)
