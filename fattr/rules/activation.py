@@ -47,7 +47,7 @@ class Pass:
     `rewrite` used directly), rules always apply and always record their graph.
 
     `tracked` says whether anything outside may differentiate the attribution (see
-    `fattr.rules.apply.may_be_differentiated`). When nothing can, rules run without recording
+    `fattr.core.gradients.may_be_differentiated`). When nothing can, rules run without recording
     a graph: `torch.func.grad` always builds one for double backward, and the rules'
     intermediates would otherwise stay in memory to the end of the pass.
     """

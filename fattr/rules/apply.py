@@ -7,10 +7,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch._C._functorch import TransformType
-from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-from fattr.core.gradients import input_gradient
+from fattr.core.gradients import input_gradient, may_be_differentiated
 from fattr.core.model import Call, FunctionalModel, Model, Params
 from fattr.errors import FattrError, FattrTypeError
 from fattr.rules.activation import ActivationRule, rule_pass
@@ -74,25 +72,6 @@ def formulation(rule: ActivationRule, mode: str, method: str) -> ActivationRule:
     return rule.hooked() if mode == "hook" else rule
 
 
-def may_be_differentiated(model: Model, params: Params, call: Call, *tensors: Tensor) -> bool:
-    """Whether anything outside may differentiate this call's attribution.
-
-    True under a grad or jvp transform (`torch.func.grad`, `jacrev`, ...), when a tensor the
-    model sees requires grad (x, `tensors` such as references, the params, and the module's own
-    parameters the params dict leaves out), and, conservatively, with a callable target or an
-    `output=` selector, which may capture such tensors.
-    """
-    if any(i.key() in (TransformType.Grad, TransformType.Jvp)
-           for i in retrieve_all_functorch_interpreters()):
-        return True
-    if callable(call.target.spec) or model.output is not None:
-        return True
-    module = model.module
-    seen = (call.x, *tensors, *params.values(),
-            *(p for name, p in module.named_parameters() if name not in params))
-    return any(isinstance(t, Tensor) and t.requires_grad for t in seen)
-
-
 def rule_gradient(model: Model, rule: ActivationRule, *, times_input: bool = False,
                   refuse: Mapping[Callable, str] | None = None) -> Callable[..., Tensor]:
     """`compute(params, call)` for a method that is the input gradient under `rule` (times the
@@ -100,7 +79,7 @@ def rule_gradient(model: Model, rule: ActivationRule, *, times_input: bool = Fal
     ruled = under_activation_rule(model, rule, refuse)
 
     def compute(params: Params, call: Call) -> Tensor:
-        with rule_pass(may_be_differentiated(ruled, params, call)):
+        with rule_pass(may_be_differentiated(ruled, params, call.x, call.target)):
             g = input_gradient(ruled, params, call.x, call.target)[0]
         return g * call.x if times_input else g
 

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.gradients import input_gradient
+from fattr.core.gradients import input_gradient, may_be_differentiated
 from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
 from fattr.core.targets import Target
 from fattr.errors import FattrError
 from fattr.rules.activation import Activation, ActivationFn, ActivationRule, rule_pass
-from fattr.rules.apply import may_be_differentiated, under_activation_rule
+from fattr.rules.apply import under_activation_rule
 from fattr.rules.nonlinearities import (
     ELU,
     GELU,
@@ -187,7 +187,7 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
         reference = baseline_like(baseline, call.x, "deeplift")
-        tracked = may_be_differentiated(ruled, params, call, reference)
+        tracked = may_be_differentiated(ruled, params, call.x, call.target, reference)
         return pair_attribution(ruled, params, call.x, reference, call.target, None, tracked)
 
     return attribution(model, compute, batched_kwargs=("baseline",), doc=deeplift.__doc__)

@@ -82,14 +82,19 @@ def layer():
     return x, w, b, r
 
 
-@pytest.mark.parametrize(("rule", "reference"), CASES, ids=lambda c: repr(c)[:24])
+def case_id(case: object) -> str:
+    """Stable ids (no function addresses, which differ between xdist workers)."""
+    return getattr(case, "__name__", None) or repr(case)[:40]
+
+
+@pytest.mark.parametrize(("rule", "reference"), CASES, ids=case_id)
 def test_rule_matches_matrix_form(layer, rule, reference):
     x, w, b, r = layer
     ours = rule.relevance(F.linear, x, {"weight": w, "bias": b}, r)
     torch.testing.assert_close(ours, reference(x, w, b, r), rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize(("rule", "reference"), CASES[:-1], ids=lambda c: repr(c)[:24])
+@pytest.mark.parametrize(("rule", "reference"), CASES[:-1], ids=case_id)
 def test_rule_through_lrp_starts_from_the_target_logit(layer, rule, reference):
     x, w, b, _ = layer
     net = nn.Linear(6, 6).double().eval()
