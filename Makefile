@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 # The CUDA builds run on the CPU; these exact releases install from the machine's disk.
 TORCH := torch==2.14.1 torchvision==0.29.1
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test lint bench clean
 
