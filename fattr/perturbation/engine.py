@@ -26,7 +26,7 @@ from torch import Tensor
 from fattr.core.baselines import baseline_like
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
-from fattr.errors import FattrError, FattrTypeError
+from fattr.errors import FattrTypeError
 from fattr.perturbation.features import Features, feature_groups
 
 Removed = Callable[[Tensor, Tensor], Tensor]
@@ -161,10 +161,3 @@ def check_per_call(given: dict[str, Any], names: tuple[str, ...], method: str) -
     if unknown:
         raise FattrTypeError(f"{method}: unexpected argument {unknown[0]}=; this method takes "
                              f"{', '.join(n + '=' for n in names)} after (params, x, target).")
-
-
-def check_count(value: object, name: str, method: str) -> int:
-    """A positive int configuration value (samples, features)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FattrError(f"{method}: {name} must be a positive int, got {value!r}.")
-    return value

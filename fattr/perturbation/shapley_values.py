@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fattr.core.checks import check_count
 from fattr.core.model import ModelFn
 from fattr.errors import FattrError
-from fattr.perturbation.engine import Game, check_count, feature_method
+from fattr.perturbation.engine import Game, feature_method
 from fattr.perturbation.solvers import shapley_weights
 
 

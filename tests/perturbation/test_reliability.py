@@ -53,7 +53,7 @@ def test_too_many_features_for_exact_shapley(setup):
         fattr.shapley_values(f)(params, x, target, feature_mask=mask)
     with pytest.raises(fattr.FattrError, match="5 features.*max_features=4"):
         fattr.shapley_values(f, max_features=4)(params, x, target, feature_mask=FIVE)
-    with pytest.raises(fattr.FattrError, match="max_features must be a positive int"):
+    with pytest.raises(fattr.FattrError, match="max_features must be an int >= 1"):
         fattr.shapley_values(f, max_features=0)
 
 
@@ -98,7 +98,7 @@ def test_stride_may_exceed_a_window_that_spans_the_axis(setup):
 def test_bad_samples(name, samples):
     f, _ = fattr.functional(mlp())
     method = getattr(fattr, name)
-    with pytest.raises(fattr.FattrError, match=f"^{name}: samples must be a positive int"):
+    with pytest.raises(fattr.FattrError, match=f"^{name}: samples must be an int >= 1"):
         method(f, samples=samples)
 
 
