@@ -7,6 +7,7 @@ import numbers
 import torch
 from torch import Tensor
 
+from fattr.core.checks import broadcasts_to
 from fattr.errors import FattrError
 
 BaselineSpec = Tensor | float | int | None
@@ -22,11 +23,7 @@ def baseline_like(baseline: BaselineSpec, x: Tensor, method: str, name: str = "b
     if not isinstance(baseline, Tensor):
         raise FattrError(f"{method}: {name} must be None, a number or a tensor broadcastable to "
                          f"x, got {type(baseline).__name__}.")
-    try:
-        shape = torch.broadcast_shapes(baseline.shape, x.shape)
-    except RuntimeError:
-        shape = None
-    if shape != x.shape:
+    if not broadcasts_to(baseline, x.shape):
         raise FattrError(
             f"{method}: {name} of shape {tuple(baseline.shape)} does not broadcast to x of shape "
             f"{tuple(x.shape)}. Pass one baseline per example {tuple(x.shape)}, one shared "

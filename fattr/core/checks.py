@@ -56,6 +56,14 @@ def check_eval_mode(module: nn.Module | None, method: str) -> None:
                 "too. Call model.eval() before attributing.")
 
 
+def broadcasts_to(t: Tensor, shape: torch.Size) -> bool:
+    """Whether `t` broadcasts to exactly `shape` (a baseline or mask against x)."""
+    try:
+        return torch.broadcast_shapes(t.shape, shape) == shape
+    except RuntimeError:
+        return False
+
+
 def check_count(value: object, name: str, method: str, minimum: int = 1) -> int:
     """A configuration count (steps, samples, features): an int >= `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

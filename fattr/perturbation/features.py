@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fattr.core.checks import concrete
+from fattr.core.checks import broadcasts_to, concrete
 from fattr.errors import FattrError
 
 
@@ -66,11 +66,7 @@ def feature_groups(feature_mask: Tensor | None, x: Tensor, method: str) -> Featu
             feature_mask.dtype == torch.bool:
         raise FattrError(f"{method}: feature_mask must hold integer feature ids, got dtype "
                          f"{feature_mask.dtype}. Convert it with feature_mask.long().")
-    try:
-        shape = torch.broadcast_shapes(feature_mask.shape, x.shape)
-    except RuntimeError:
-        shape = None
-    if shape != x.shape:
+    if not broadcasts_to(feature_mask, x.shape):
         raise FattrError(
             f"{method}: feature_mask of shape {tuple(feature_mask.shape)} does not broadcast to x "
             f"of shape {tuple(x.shape)}. Pass one mask per example {tuple(x.shape)}, one shared "
