@@ -14,8 +14,9 @@ from fattr.cam.hirescam import hirescam
 from fattr.cam.layercam import layercam
 from fattr.cam.scorecam import scorecam
 from fattr.cam.xgradcam import xgradcam
+from fattr.cam.xrai import xrai, xrai_segments
 
 __all__ = ["ablationcam", "cameras", "eigencam", "eigengradcam", "fem", "fullgrad",
            "fullgrad_terms", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "guided",
            "guided_gradcam",
-           "hirescam", "layercam", "scorecam", "xgradcam"]
+           "hirescam", "layercam", "scorecam", "xgradcam", "xrai", "xrai_segments"]
