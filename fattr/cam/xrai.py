@@ -1,12 +1,13 @@
 """XRAI: attributions summed up into regions of a multi-scale segmentation (Kapishnikov 2019).
 
-Two halves. The segmentation (Felzenszwalb's graph method at several scales, PAIR's defaults)
+Three parts. The segmentation (Felzenszwalb's graph method at several scales, PAIR's defaults)
 runs on the host, one image at a time: scikit-image has no batched form and the number of
-regions depends on the image, so this part cannot be vectorized. The greedy region selection
-runs on the attribution's device for the whole batch at once: regions are kept as a sparse
-membership list (region id, pixel id), so one step of the greedy loop is a gather and an
-`index_add` over all examples, and examples that finish early are masked out.
-"""
+regions depends on the image, so this part cannot be vectorized. The greedy selection runs on
+the attribution's device for the whole batch at once, on a sparse membership list (region id,
+pixel id): every step takes one region per example, and each region's uncovered size and value
+sum are updated only where pixels were newly covered. It is a choice, so it is not
+differentiable; the scores are: each pixel gets the mean attribution of the pixels covered in
+the same step, one differentiable `index_add`."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ class Felzenszwalb:
     min_size: int
     resize: tuple[int, int] | None
     dilation: int
+    method: str
 
     @classmethod
     def checked(cls, scales: Sequence[float], sigma: float, min_size: int,
@@ -69,11 +71,11 @@ class Felzenszwalb:
                                  "size), an int or a pair of positive ints (PAIR: 224), got "
                                  f"{resize!r}.")
             resize = size
-        return cls(tuple(scales), sigma, min_size, resize, dilation)
+        return cls(tuple(scales), sigma, min_size, resize, dilation, method)
 
     def image_regions(self, image: np.ndarray) -> list[np.ndarray]:
         """Flat pixel indices of every region of one (H, W, C) image, scale by scale."""
-        sk = _skimage("xrai")
+        sk = _skimage(self.method)
         low, high = image.min(), image.max()
         unit = (image - low) / (high - low) if high > low else np.zeros_like(image)
         scaled = unit * 2.0 - 1.0
@@ -128,14 +130,15 @@ def _label_regions(labels: np.ndarray, footprint: np.ndarray | None) -> list[np.
 
     height, width = labels.shape
     radius = 0 if footprint is None else footprint.shape[0] // 2
+    low = labels.min()
     regions = []
-    for label, box in enumerate(ndimage.find_objects(labels - labels.min() + 1)):
+    for label, box in enumerate(ndimage.find_objects(labels - low + 1), start=low):
         if box is None:  # a label that vanished when the map was resized back: no region
             continue
         rows, cols = box
         top, left = max(rows.start - radius, 0), max(cols.start - radius, 0)
         bottom, right = min(rows.stop + radius, height), min(cols.stop + radius, width)
-        member = labels[top:bottom, left:right] == label + labels.min()
+        member = labels[top:bottom, left:right] == label
         if footprint is not None:
             member = ndimage.binary_dilation(member, structure=footprint)
         ys, xs = np.nonzero(member)
@@ -181,52 +184,116 @@ def _given_regions(segments: object, batch: int, size: tuple[int, int], device: 
     return Regions(region[ids].flatten(), pixel.expand_as(maps).flatten(), count)
 
 
-def greedy_regions(values: Tensor, regions: Regions, min_pixels: int = 50,
-                   area_threshold: float = 1.0) -> Tensor:
-    """XRAI's region scores (B, P) for per-pixel values (B, P), all examples at once.
+class _Rows(NamedTuple):
+    """Membership rows grouped by a key (CSR): the rows of key k are
+    `order[start[k] : start[k] + length[k]]`."""
 
-    Each step drops the regions that add fewer than `min_pixels` uncovered pixels, takes the
-    region whose uncovered part has the highest mean value (the first on ties), scores that
-    part with its mean, and adds it to the covered area; an example stops when no region is
-    left or the covered fraction exceeds `area_threshold`. Pixels never covered get the mean
-    value over them. Membership rows of covered pixels and dropped regions are pruned after
-    each step (outside vmap), so a step costs the rows still alive.
+    order: Tensor
+    start: Tensor
+    length: Tensor
+
+    @classmethod
+    def of(cls, keys: Tensor, size: int) -> _Rows:
+        length = torch.bincount(keys, minlength=size)
+        if bool((keys[1:] >= keys[:-1]).all()):  # already grouped (masks, computed segments)
+            order = torch.arange(keys.numel(), device=keys.device)
+        else:  # int32 keys sort about twice as fast
+            order = torch.argsort(keys.int() if size < 2**31 else keys, stable=True)
+        return cls(order, torch.cumsum(length, 0) - length, length)
+
+    def __call__(self, keys: Tensor) -> Tensor:
+        """The rows of every key in `keys`, concatenated."""
+        length = self.length[keys]
+        total = int(length.sum())
+        first = torch.repeat_interleave(self.start[keys] - (torch.cumsum(length, 0) - length),
+                                        length, output_size=total)
+        return self.order[first + torch.arange(total, device=keys.device)]
+
+
+def selection_steps(values: Tensor, regions: Regions, min_pixels: int = 50,
+                    area_threshold: float = 1.0) -> Tensor:
+    """The step (B, P) at which XRAI's greedy selection covers each pixel; -1 for never.
+
+    Each step drops the regions that add fewer than `min_pixels` uncovered pixels and takes
+    the region whose uncovered part has the highest mean value (the first on ties); an example
+    stops when no region is left or the covered fraction exceeds `area_threshold`. All
+    examples advance together. Each region's uncovered pixel count and value sum are kept up to
+    date incrementally (float64), so the whole selection reads every membership row a constant
+    number of times, plus an argmax over the regions per step. Not differentiable (a choice);
+    works under vmap (the mapped axis is folded into the batch).
     """
+    return _Selection.apply(values, regions.region, regions.pixel, regions.count, min_pixels,
+                            area_threshold)
+
+
+class _Selection(torch.autograd.Function):
+    """`selection_steps` as a Function, for its vmap rule: data-dependent shapes cannot be
+    batched op by op, but the mapped axis can join the examples axis."""
+
+    @staticmethod
+    def forward(values: Tensor, region: Tensor, pixel: Tensor, count: int, min_pixels: int,
+                area_threshold: float) -> Tensor:
+        batch, pixels = values.shape
+        at = values.detach().to(torch.float64).flatten()[pixel]
+        size = torch.bincount(region, minlength=batch * count)
+        mass = torch.zeros(batch * count, dtype=torch.float64, device=values.device)
+        mass.index_add_(0, region, at)
+        by_region, by_pixel = _Rows.of(region, batch * count), _Rows.of(pixel, batch * pixels)
+        steps = torch.full((batch * pixels,), -1, dtype=torch.long, device=values.device)
+        covered = torch.zeros(batch, dtype=torch.long, device=values.device)
+        remaining = torch.ones(batch * count, dtype=torch.bool, device=values.device)
+        active = torch.ones(batch, dtype=torch.bool, device=values.device)
+        first = torch.arange(batch, device=values.device) * count
+        for step in range(count):  # each step removes one region from every active example
+            remaining &= size >= min_pixels
+            active &= remaining.view(batch, count).any(1)
+            if not bool(active.any()):
+                break
+            gain = torch.where(remaining, mass / size.clamp(min=1), -torch.inf)
+            chosen = (gain.view(batch, count).argmax(1) + first)[active]
+            new = pixel[by_region(chosen)]
+            new = new[steps[new] < 0]
+            steps[new] = step
+            touched = by_pixel(new)  # every region holding a newly covered pixel loses it
+            size.index_add_(0, region[touched], torch.full_like(touched, -1))
+            mass.index_add_(0, region[touched], -at[touched])
+            remaining[chosen] = False
+            covered.index_add_(0, torch.div(new, pixels, rounding_mode="floor"),
+                               torch.ones_like(new))
+            active &= covered <= area_threshold * pixels
+        return steps.view(batch, pixels)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+        ctx.mark_non_differentiable(output)
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, values: Tensor, region: Tensor, pixel: Tensor,
+             count: int, min_pixels: int, area_threshold: float) -> tuple[Tensor, int]:
+        if in_dims[1] is not None or in_dims[2] is not None:
+            raise FattrError("xrai: the regions cannot be batched by vmap; pass one set of "
+                             "segments for the whole batch.")
+        values = values.movedim(in_dims[0], 0)
+        mapped, batch, pixels = values.shape
+        shift = torch.arange(mapped, device=values.device)[:, None]
+        steps = _Selection.apply(values.reshape(mapped * batch, pixels),
+                                 (region + shift * (batch * count)).flatten(),
+                                 (pixel + shift * (batch * pixels)).flatten(), count,
+                                 min_pixels, area_threshold)
+        return steps.view(mapped, batch, pixels), 0
+
+
+def region_means(values: Tensor, steps: Tensor) -> Tensor:
+    """Every pixel scored with the mean value of the pixels covered in the same step (the
+    pixels never covered form one more group). Differentiable in `values` (B, P)."""
     batch, pixels = values.shape
-    count = regions.count
-    region, pixel = regions.region, regions.pixel
-    at = values.flatten().index_select(0, pixel)  # the value of each membership row's pixel
-    prune = not _vmapped(values)  # under vmap the alive rows differ between mapped examples
-    covered = torch.zeros(batch, pixels, dtype=torch.bool, device=values.device)
-    scores = torch.zeros_like(values)
-    remaining = torch.ones(batch * count, dtype=torch.bool, device=values.device)
-    active = torch.ones(batch, dtype=torch.bool, device=values.device)
-    positions = torch.arange(count, device=values.device)
-    totals = lambda rows: values.new_zeros(batch * count).index_add(0, region, rows)
-    for _ in range(count):  # at least one region leaves each active example per step
-        free = ~covered.flatten().index_select(0, pixel)
-        size = totals(free.to(values.dtype))
-        gain = totals(torch.where(free, at, 0)) / size.clamp(min=1)
-        remaining = remaining & (size >= min_pixels)
-        active = active & remaining.view(batch, count).any(1)
-        if not bool(concrete(active).any()):
-            break
-        gain = gain.view(batch, count)
-        best = gain.masked_fill(~remaining.view(batch, count), -torch.inf).argmax(1, True)
-        chosen = ((positions == best) & active[:, None]).flatten()
-        hits = chosen.index_select(0, region) & free  # rows of the part each example adds
-        new = values.new_zeros(batch * pixels).index_add(0, pixel, hits.to(values.dtype))
-        new = new.view(batch, pixels) > 0
-        scores = torch.where(new, gain.gather(1, best), scores)
-        covered = covered | new
-        remaining = remaining & ~chosen
-        active = active & (covered.to(values.dtype).mean(1) <= area_threshold)
-        if prune:
-            keep = (free & ~hits & remaining.index_select(0, region)).nonzero()[:, 0]
-            region, pixel, at = (t.index_select(0, keep) for t in (region, pixel, at))
-    rest = (~covered).to(values.dtype)
-    fill = (values * rest).sum(1, keepdim=True) / rest.sum(1, keepdim=True).clamp(min=1)
-    return torch.where(covered, scores, fill)
+    groups = pixels + 1  # at most one group per pixel, plus the uncovered rest
+    group = (torch.where(steps < 0, pixels, steps)
+             + torch.arange(batch, device=values.device)[:, None] * groups).flatten()
+    flat = values.flatten()
+    sums = flat.new_zeros(batch * groups).index_add(0, group, flat)
+    sizes = flat.new_zeros(batch * groups).index_add(0, group, torch.ones_like(flat))
+    return (sums / sizes.clamp(min=1))[group].view(batch, pixels)
 
 
 def _vmapped(t: Tensor) -> bool:
@@ -316,8 +383,14 @@ def xrai(attr_fn: Callable[..., Tensor], *, baselines: str | None = None, min_pi
     >>> top = scores >= scores.flatten(1).quantile(0.9, 1)[:, None, None, None]   # top 10 %
 
     Kapishnikov, Bolukbasi, Viegas, Terry, "XRAI: Better Attributions Through Regions" (2019),
-    https://arxiv.org/abs/1906.02825. PAIR's `saliency.core.XRAI` (its "full" algorithm;
-    the approximate "fast" one is not offered) returns (H, W) for one image.
+    https://arxiv.org/abs/1906.02825.
+
+    Differences from PAIR's `saliency.core.XRAI` (whose "full" algorithm this is, equal to it
+    on the same attribution and segments): PAIR takes one (H, W, C) image and returns (H, W);
+    PAIR always runs its own IG unless given `base_attribution`, fattr wraps any `attr_fn` and
+    adds the black and white baselines only with `baselines="min_max"`; PAIR's approximate
+    "fast" algorithm is not offered; a constant image (PAIR divides by zero when rescaling it)
+    is segmented as all -1.
     """
     if not callable(attr_fn):
         raise FattrTypeError(f"xrai: attr_fn must be an attribution function such as "
@@ -364,7 +437,7 @@ def xrai(attr_fn: Callable[..., Tensor], *, baselines: str | None = None, min_pi
         if batch == 0:
             return images.new_zeros(0, 1, height, width)
         if segments is None:
-            _skimage("xrai")
+            _skimage(segmenter.method)
             regions = None
         else:
             given = segments.unsqueeze(0) if per_example and isinstance(segments, Tensor) \
@@ -379,8 +452,8 @@ def xrai(attr_fn: Callable[..., Tensor], *, baselines: str | None = None, min_pi
         values = (a.amax(1) if a.ndim == 4 else a).flatten(1)
         if regions is None:
             regions = segmenter(images)
-        scores = greedy_regions(values, regions, min_pixels, area_threshold)
-        result = scores.view(batch, 1, height, width)
+        steps = selection_steps(values, regions, min_pixels, area_threshold)
+        result = region_means(values, steps).view(batch, 1, height, width)
         return result.squeeze(0) if per_example else result
 
     attribute.__name__ = attribute.__qualname__ = "xrai"
