@@ -36,6 +36,13 @@ class Regions(NamedTuple):
     pixel: Tensor
     count: int  # regions per example (the largest count in the batch)
 
+    @classmethod
+    def of(cls, region: Tensor, pixel: Tensor, count: int, batch: int, pixels: int) -> Regions:
+        """Ids stored as int32 where they fit (the lists are the memory of the selection)."""
+        small = max(batch * count, batch * pixels) < 2**31
+        return cls(*(t.to(torch.int32 if small else torch.int64) for t in (region, pixel)),
+                   count)
+
 
 @dataclass(frozen=True)
 class Felzenszwalb:
@@ -99,14 +106,14 @@ class Felzenszwalb:
         pixels = images.shape[1] * images.shape[2]
         per_image = [self.image_regions(image) for image in images]
         count = max(len(regions) for regions in per_image)
-        region, pixel = [], []
-        for b, regions in enumerate(per_image):
-            for m, members in enumerate(regions):
-                region.append(np.full(members.size, b * count + m, dtype=np.int64))
-                pixel.append(members + b * pixels)
-        as_tensor = lambda parts: torch.from_numpy(
-            np.concatenate(parts) if parts else np.zeros(0, np.int64)).to(x.device)
-        return Regions(as_tensor(region), as_tensor(pixel), count)
+        dtype = np.int32 if len(images) * max(count, pixels) < 2**31 else np.int64
+        members = [(m + b * pixels).astype(dtype) for b, regions in enumerate(per_image)
+                   for m in regions]
+        ids = [b * count + m for b, regions in enumerate(per_image) for m in range(len(regions))]
+        region = np.repeat(np.asarray(ids, dtype), [m.size for m in members])
+        pixel = np.concatenate(members) if members else np.zeros(0, dtype)
+        as_tensor = lambda a: torch.from_numpy(a).to(x.device)
+        return Regions.of(as_tensor(region), as_tensor(pixel), count, len(images), pixels)
 
 
 def _skimage(method: str) -> Any:
@@ -165,9 +172,11 @@ def _given_regions(segments: object, batch: int, size: tuple[int, int], device: 
                          f"{tuple(segments.shape)}.")
     segments = segments.to(device)
     if masks:
-        example, member, pixel = segments.flatten(2).nonzero(as_tuple=True)
         count = segments.shape[1]
-        return Regions(example * count + member, example * pixels + pixel, count)
+        flat = segments.flatten().nonzero()[:, 0]  # (b * count + m) * pixels + p
+        region = torch.div(flat, pixels, rounding_mode="floor")
+        pixel = torch.div(region, count, rounding_mode="floor") * pixels + flat % pixels
+        return Regions.of(region, pixel, count, batch, pixels)
     maps = (segments if segments.ndim == 4 else segments.unsqueeze(1)).long().flatten(2)
     if maps.numel() and int(maps.min()) < 0:
         raise FattrError(f"xrai: segment labels must be >= 0, got {int(maps.min())}.")
@@ -181,24 +190,23 @@ def _given_regions(segments: object, batch: int, size: tuple[int, int], device: 
     region = example * count + torch.arange(keys.numel(), device=device) - first[example]
     pixel = torch.arange(batch, device=device).view(batch, 1, 1) * pixels + \
         torch.arange(pixels, device=device)
-    return Regions(region[ids].flatten(), pixel.expand_as(maps).flatten(), count)
+    return Regions.of(region[ids].flatten(), pixel.expand_as(maps).flatten(), count, batch,
+                      pixels)
 
 
 class _Rows(NamedTuple):
     """Membership rows grouped by a key (CSR): the rows of key k are
-    `order[start[k] : start[k] + length[k]]`."""
+    `order[start[k] : start[k] + length[k]]` (no `order`: the rows are already grouped)."""
 
-    order: Tensor
+    order: Tensor | None
     start: Tensor
     length: Tensor
 
     @classmethod
     def of(cls, keys: Tensor, size: int) -> _Rows:
         length = torch.bincount(keys, minlength=size)
-        if bool((keys[1:] >= keys[:-1]).all()):  # already grouped (masks, computed segments)
-            order = torch.arange(keys.numel(), device=keys.device)
-        else:  # int32 keys sort about twice as fast
-            order = torch.argsort(keys.int() if size < 2**31 else keys, stable=True)
+        grouped = bool((keys[1:] >= keys[:-1]).all())  # masks and computed segments are
+        order = None if grouped else torch.argsort(keys, stable=True)
         return cls(order, torch.cumsum(length, 0) - length, length)
 
     def __call__(self, keys: Tensor) -> Tensor:
@@ -207,7 +215,8 @@ class _Rows(NamedTuple):
         total = int(length.sum())
         first = torch.repeat_interleave(self.start[keys] - (torch.cumsum(length, 0) - length),
                                         length, output_size=total)
-        return self.order[first + torch.arange(total, device=keys.device)]
+        rows = first + torch.arange(total, device=keys.device)
+        return rows if self.order is None else self.order[rows]
 
 
 def selection_steps(values: Tensor, regions: Regions, min_pixels: int = 50,
@@ -259,7 +268,7 @@ class _Selection(torch.autograd.Function):
             mass.index_add_(0, region[touched], -at[touched])
             remaining[chosen] = False
             covered.index_add_(0, torch.div(new, pixels, rounding_mode="floor"),
-                               torch.ones_like(new))
+                               torch.ones_like(new, dtype=torch.long))
             active &= covered <= area_threshold * pixels
         return steps.view(batch, pixels)
 

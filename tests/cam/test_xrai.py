@@ -159,6 +159,8 @@ def test_min_pixels_area_threshold_and_the_uncovered_rest():
     out = attr({}, torch.rand(1, 1, 8, 8), segments=masks)[0, 0]
     assert (out[6:] == v[0, 0, 6:].mean()).all()  # 16/64 > 0.2: stop after the first region
     assert (out[:6] == v[0, 0, :6].mean()).all()  # the rest: its own mean, rows 0-1 included
+    maps = fattr.xrai(constant(v[:, 0]), min_pixels=2, area_threshold=0.2)  # (B, H, W) maps
+    torch.testing.assert_close(maps({}, torch.rand(1, 1, 8, 8), segments=masks)[0, 0], out)
 
 
 @settings(max_examples=25, deadline=None)
