@@ -9,10 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.gradients import may_be_differentiated
 from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
 from fattr.layers.taps import LayerSpec, Tap, empty_layer_output, layer_name
-from fattr.rules.activation import rule_pass
 from fattr.rules.apply import under_rules
 from fattr.rules.deeplift import check_eps, rescaled
 
@@ -75,8 +73,7 @@ def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
         x, n = call.x, call.batch
         reference = baseline_like(baseline, x, name)
         rows = torch.arange(n, device=x.device).repeat(2)
-        with rule_pass(may_be_differentiated(ruled, params, x, call.target, reference)):
-            tapped = tap.gradients(params, torch.cat([x, reference]), call.target, rows)
+        tapped = tap.gradients(params, torch.cat([x, reference]), call.target, rows)
         a, m = tapped.activations[0], tapped.gradients[0]
         return (a[:n] - a[n:]) * m[:n]
 

@@ -22,7 +22,7 @@ from fattr.core.model import (
 )
 from fattr.errors import FattrError, FattrTypeError
 from fattr.lrp.composites import Composite, resolve
-from fattr.lrp.relevance import output_relevance, relevance_level
+from fattr.lrp.relevance import output_relevance
 from fattr.lrp.tree import relevance_tree
 from fattr.rules.apply import require_functional
 
@@ -40,19 +40,18 @@ class RelevanceModel:
     def module(self) -> torch.nn.Module:
         return self.base.module
 
-    def tree(self, level: int | None = None) -> torch.nn.Module:
+    def tree(self) -> torch.nn.Module:
         """The rewritten copy of the user's module for one call."""
-        return relevance_tree(self.module, self.composite, level, self.canonize)
+        return relevance_tree(self.module, self.composite, self.canonize)
 
     def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        level = relevance_level()
-        out = torch.func.functional_call(self.tree(level), dict(params), (x, *args), kwargs)
+        out = torch.func.functional_call(self.tree(), dict(params), (x, *args), kwargs)
         if self.output is not None:
             out = self.output(out)
         if not isinstance(out, Tensor):
             raise FattrError(f"lrp: the model returned {type(out).__name__}, not a tensor. Pass "
                              "output=... to pick the tensor (e.g. output=lambda o: o.logits).")
-        return output_relevance(out, level)
+        return output_relevance(out)
 
     def __repr__(self) -> str:
         return f"lrp.model({self.base!r})"

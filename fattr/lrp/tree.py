@@ -53,13 +53,13 @@ class FirstClaim:
 class RelevanceLayer(RuleModule):
     """A leaf module (or a folded conv + BatchNorm) whose backward follows an LRP rule."""
 
-    def __init__(self, node: nn.Module, name: str, choice: Choice, level: int | None,
+    def __init__(self, node: nn.Module, name: str, choice: Choice,
                  claims: dict[First, FirstClaim]):
         super().__init__(node)
         claim = None if choice.first_key is None else \
             claims.setdefault(choice.first_key, FirstClaim())
         self.__dict__.update(  # plain attributes (faster than nn.Module.__setattr__)
-            name=name, choice=choice, level=level, claim=claim,
+            name=name, choice=choice, claim=claim,
             bn_path=node.bn_path if isinstance(node, MergedLinear) else None,
             bn=None)  # the MergedBatchNorm, set by `link`
 
@@ -96,7 +96,7 @@ class RelevanceLayer(RuleModule):
         with torch._C.DisableTorchFunction():
             op, names, tensors = self.parts()
         where = f"'{self.name}' ({type(self.kind).__name__})"
-        y = relevance(x, Node(op, rule, self.level, names, where), *tensors)
+        y = relevance(x, Node(op, rule, names, where), *tensors)
         if self.bn is not None:
             self.bn.expect(y)
         return y
@@ -121,26 +121,25 @@ REFUSED = {fn: "lrp" for fn in (
     F.celu, F.logsigmoid, F.softsign, F.rrelu, F.threshold)}
 
 
-def _activation(activation: Activation, parse: Callable, rule: Any, level: int | None
-                ) -> Callable[..., Tensor]:
+def _activation(activation: Activation, parse: Callable, rule: Any) -> Callable[..., Tensor]:
     """A functional activation call as an LRP node; an in-place call writes the result back."""
 
     def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         fn, inplace = parse(*args, **kwargs)
-        node = Node(fn, rule, level, where=f"a {activation.name} call")
+        node = Node(fn, rule, where=f"a {activation.name} call")
         return x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
 
     return routed
 
 
-def _reduction(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tensor]:
+def _reduction(fn: Callable, rule: Any) -> Callable[..., Tensor]:
     """`x.sum(...)`/`x.mean(...)` as an LRP node (the rule of average pooling)."""
 
     def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         if not x.is_floating_point():
             return fn(x, *args, **kwargs)
         op = lambda t: fn(t, *args, **kwargs)
-        return relevance(x, Node(op, rule, level, where=f"a {fn.__name__} call"))
+        return relevance(x, Node(op, rule, where=f"a {fn.__name__} call"))
 
     return routed
 
@@ -149,9 +148,9 @@ def _sum_last(x: Tensor) -> Tensor:
     return x.sum(-1)
 
 
-def _addition(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tensor]:
+def _addition(fn: Callable, rule: Any) -> Callable[..., Tensor]:
     """a + b of two tensors as a `Sum` node over the stacked (broadcast) operands."""
-    node = Node(_sum_last, rule, level, where="a tensor addition")
+    node = Node(_sum_last, rule, where="a tensor addition")
 
     def routed(a: Tensor, b: Any, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs or not isinstance(b, Tensor) or b.dtype != a.dtype or b.numel() < 2 \
@@ -166,12 +165,12 @@ def _addition(fn: Callable, rule: Any, level: int | None) -> Callable[..., Tenso
 _OUT_OF_PLACE = {Tensor.mul_: torch.mul, Tensor.div_: torch.div}
 
 
-def _scaling(fn: Callable, level: int | None) -> Callable[..., Tensor]:
+def _scaling(fn: Callable) -> Callable[..., Tensor]:
     """x * c and x / c for a constant c: a one-input linear map, whose Epsilon relevance is the
     relevance itself (Pass); the plain gradient would scale relevance by c. A product of two
     tensors is an interaction (gating, attention) with no rule here: refused."""
     op = _OUT_OF_PLACE.get(fn, fn)
-    node = Node(op, Pass(), level, where=f"a {op.__name__} by a constant")
+    node = Node(op, Pass(), where=f"a {op.__name__} by a constant")
 
     def routed(a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(a, Tensor) or not a.is_floating_point() or args or kwargs:
@@ -194,20 +193,20 @@ def _scaling(fn: Callable, level: int | None) -> Callable[..., Tensor]:
     return routed
 
 
-def routes(composite: Mapping, level: int | None) -> dict[Callable, Callable]:
+def routes(composite: Mapping) -> dict[Callable, Callable]:
     """Functional calls in the forward -> the rule their module form gets in `composite`."""
-    table: dict[Callable, Callable] = {fn: _scaling(fn, level) for fn in SCALINGS}
+    table: dict[Callable, Callable] = {fn: _scaling(fn) for fn in SCALINGS}
     for activation in CATALOG:
         choice = choose(composite, "", activation.modules[0])
         if choice is not None and choice.rule not in (None, MISSING):
-            table.update({call: _activation(activation, parse, choice.rule, level)
+            table.update({call: _activation(activation, parse, choice.rule)
                           for call, parse in activation.calls.items()})
     sums = choose(composite, "", Sum)
     if sums is not None and sums.rule not in (None, MISSING):
-        table.update({fn: _addition(fn, sums.rule, level) for fn in ADDITIONS})
+        table.update({fn: _addition(fn, sums.rule) for fn in ADDITIONS})
     pools = choose(composite, "", nn.AdaptiveAvgPool2d)
     if pools is not None and pools.rule not in (None, MISSING):
-        table.update({fn: _reduction(fn, pools.rule, level) for fn in REDUCTIONS})
+        table.update({fn: _reduction(fn, pools.rule) for fn in REDUCTIONS})
     return table
 
 
@@ -223,8 +222,7 @@ def _unrouted(module: nn.Module) -> nn.Module:
     return module
 
 
-def relevance_tree(module: nn.Module, composite: Mapping, level: int | None,
-                   canonize: bool = True) -> nn.Module:
+def relevance_tree(module: nn.Module, composite: Mapping, canonize: bool = True) -> nn.Module:
     """The LRP copy of `module`: canonized, each layer under its composite rule."""
     canon = canonical(module, merge=canonize)
     claims: dict[First, FirstClaim] = {}
@@ -246,9 +244,9 @@ def relevance_tree(module: nn.Module, composite: Mapping, level: int | None,
             raise FattrError(f"lrp: the composite maps '{name}' ({type(current).__name__}), a "
                              "module with submodules, to a rule; rules apply to leaf layers "
                              "(map it to None to keep its plain gradient).")
-        return RelevanceLayer(current, name, choice, level, claims)
+        return RelevanceLayer(current, name, choice, claims)
 
-    tree = link(rewrite(module, match, functions=routes(composite, level), refuse=REFUSED))
+    tree = link(rewrite(module, match, functions=routes(composite), refuse=REFUSED))
     check_supported(tree, plain)
     return tree
 

@@ -1,12 +1,12 @@
 """Activation rules: the forward unchanged, the backward replaced by a rule.
 
-One generic `autograd.Function` serves every rule: `forward` runs the activation, `backward`
-calls the rule's `backward(g, x, y, fn)` written in differentiable torch ops (so double backward
-and `torch.func.grad` of an attribution work; never `once_differentiable`), and
-`generate_vmap_rule = True` lets `vmap` batch it. Forward-mode AD has no meaning for a modified
-backward, so `jvp` raises a clear error. The rule sees the activation `fn` (x -> y, with its
-configuration: slope, dim, kernel size) and the whole tensors, so rules that are not local to
-one element (RectGrad's per-example percentile, DeepLIFT's pairs of halves) fit as well.
+Every rule runs as one step of `fattr.rules.passes.RuleStep`, the custom Function shared with
+LRP: the forward runs the activation; in the attribution's own gradient the backward calls the
+rule's `backward(g, x, y, fn)`, written in differentiable torch ops (never `once_differentiable`),
+and any derivative OF the attribution sees the activation's true derivative (`passes` says how,
+and how the rule keeps no graph nobody can use). The rule sees the activation `fn` (x -> y, with
+its configuration: slope, dim, kernel size) and the whole tensors, so rules that are not local
+to one element (RectGrad's per-example percentile, DeepLIFT's pairs of halves) fit as well.
 
 An `ActivationRule` applies such backwards to modules (by `rewrite`) and to functional calls
 (`F.relu`, `torch.relu`, `Tensor.relu`, their in-place forms, ...). Its hook formulation
@@ -16,10 +16,8 @@ An `ActivationRule` applies such backwards to modules (by `rewrite`) and to func
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import dataclasses
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from fattr.errors import FattrError
+from fattr.rules.passes import below, rule_level, rule_step
 
 ActivationFn = Callable[[Tensor], Tensor]
 Backward = Callable[[Tensor, Tensor, Tensor, ActivationFn], Tensor]
@@ -37,94 +36,21 @@ class Unsupported(Exception):
     """Raised by `Activation` parsers for a configuration no rule can follow (a reason)."""
 
 
-class Pass:
-    """One attribution's backward pass: rules apply while it is `active`.
+@dataclass(frozen=True, eq=False)
+class ActivationStep:
+    """An activation as a rule step (`fattr.rules.passes`): y = fn(x), dx = backward(g, x, y, fn).
 
-    A method computes its modified gradient inside `rule_pass(...)`. Afterwards the same
-    autograd nodes may be traversed again, by a derivative OF the attribution (w.r.t. params or
-    x, for a training loss): that traversal differentiates the forward values the rules read,
-    so the nodes then give the activation's true derivative. Without a pass (a tree from
-    `rewrite` used directly), rules always apply and always record their graph.
+    The rule may use x and y in differentiable ops: a derivative of the attribution reaches them
+    through the nodes of outer levels, which give the activation's true derivative."""
 
-    `tracked` says whether anything outside may differentiate the attribution (see
-    `fattr.core.gradients.may_be_differentiated`). When nothing can, rules run without recording
-    a graph: `torch.func.grad` always builds one for double backward, and the rules'
-    intermediates would otherwise stay in memory to the end of the pass.
-    """
+    op: ActivationFn
+    backward: Backward
+    method: str
+    keeps_output = True
 
-    def __init__(self, tracked: bool):
-        self.active, self.tracked = True, tracked
-
-    def rule_grad_mode(self) -> contextlib.AbstractContextManager:
-        return contextlib.nullcontext() if self.tracked else torch.no_grad()
-
-
-_PASS: contextvars.ContextVar[Pass | None] = contextvars.ContextVar("fattr_rule_pass",
-                                                                   default=None)
-
-
-@contextlib.contextmanager
-def rule_pass(tracked: bool = True) -> Iterator[None]:
-    """Rules apply to the backward passes started inside, and to no later traversal.
-
-    `tracked=False` (nothing outside can differentiate the result, see `Pass`) lets the rules
-    skip recording their graph.
-    """
-    current = Pass(tracked)
-    token = _PASS.set(current)
-    try:
-        yield
-    finally:
-        current.active = False
-        _PASS.reset(token)
-
-
-def _run_rule(during: Pass | None, backward: Backward, g: Tensor, x: Tensor, y: Tensor,
-              fn: ActivationFn) -> Tensor:
-    if during is None:
-        return backward(g, x, y, fn)
-    if not during.active:
-        return true_backward(g, x, fn)
-    with during.rule_grad_mode():
-        return backward(g, x, y, fn)
-
-
-def true_backward(g: Tensor, x: Tensor, fn: ActivationFn) -> Tensor:
-    """The activation's own vector-Jacobian product."""
-    return torch.func.vjp(fn, x)[1](g)[0]
-
-
-class RuleFunction(torch.autograd.Function):
-    """y = fn(x); dx = backward(dy, x, y, fn) during the attribution's pass (see `Pass`).
-
-    The rule may use x and y in differentiable ops: a derivative of the attribution reaches
-    them after the pass, when this node and every other one give true derivatives.
-    """
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x: Tensor, fn: ActivationFn, backward: Backward, name: str,
-                during: Pass | None) -> Tensor:
-        with torch._C.DisableTorchFunction():  # the activation itself is not routed again
-            return fn(x)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
-        x, fn, backward, name, during = inputs
-        ctx.save_for_backward(x, output)
-        ctx.fn, ctx.rule_backward, ctx.rule_name, ctx.during = fn, backward, name, during
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: Tensor) -> tuple:
-        x, y = ctx.saved_tensors
-        return _run_rule(ctx.during, ctx.rule_backward, grad_output, x, y, ctx.fn), \
-            None, None, None, None
-
-    @staticmethod
-    def jvp(ctx: Any, *grad_inputs: Any) -> Tensor:
-        raise FattrError(f"{ctx.rule_name}: forward-mode AD (jvp, jacfwd) is not defined for a "
-                         "modified backward rule; use reverse mode (grad, vjp, jacrev).")
+    def rule_backward(self, g: Tensor, x: Tensor, y: Tensor | None,
+                      tensors: tuple[Tensor, ...]) -> Tensor:
+        return self.backward(g, x, y, self.op)
 
 
 def keep_where_positive(g: Tensor, v: Tensor) -> Tensor:
@@ -134,8 +60,8 @@ def keep_where_positive(g: Tensor, v: Tensor) -> Tensor:
 
 
 def apply_rule(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
-    """fn(x) whose backward follows `backward`, as a custom Function."""
-    return RuleFunction.apply(x, fn, backward, name, _PASS.get())
+    """fn(x) whose backward follows `backward`, as a custom Function (`passes.RuleStep`)."""
+    return rule_step(x, ActivationStep(fn, backward, name))
 
 
 def apply_hooked(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
@@ -143,18 +69,19 @@ def apply_hooked(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> 
 
     The value is fn(x); the gradient reaching it goes through `backward` in the hook and then
     straight to x (the activation's own derivative is bypassed by `y.detach() + (x - x.detach())`).
-    The forward value is therefore constant for outer derivatives, which is exact for rules whose
-    backward uses the forward pass only through masks (guided, deconvnet, rectgrad).
+    A hook has no node that could give the true derivative: it applies the rule wherever it fires
+    (only in the gradient of the level it was registered at, see `fattr.rules.passes`), and
+    outer derivatives see the activation with slope 1. That is exact for rules whose backward
+    reads the forward pass only through masks (guided, deconvnet, rectgrad): no derivative of
+    the attribution reaches the forward values.
     """
     with torch._C.DisableTorchFunction():
         y = fn(x)
     if not x.requires_grad:
         return y
     out = y.detach() + (x - x.detach())
-    during = _PASS.get()
-    if during is not None:  # hooks stay rules: the identity forward has no true derivative
-        during = Pass(during.tracked)
-    out.register_hook(lambda g: _run_rule(during, backward, g, x, y, fn))
+    level = rule_level()  # the hook fires at this level only; it has no true derivative to give
+    out.register_hook(lambda g: below(level, lambda *t: backward(*t, fn), g, x, y))
     return out
 
 

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.gradients import input_gradient, may_be_differentiated
+from fattr.core.gradients import input_gradient
 from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
 from fattr.core.targets import Target
 from fattr.errors import FattrError
-from fattr.rules.activation import Activation, ActivationFn, ActivationRule, rule_pass
+from fattr.rules.activation import Activation, ActivationFn, ActivationRule
 from fattr.rules.apply import under_activation_rule
 from fattr.rules.nonlinearities import (
     ELU,
@@ -68,7 +68,7 @@ def rescale(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float,
     """Elementwise rescale rule: dx = g * (y - y0) / (x - x0), both halves alike.
 
     The rules are differentiable in x and y; a derivative of the attribution reaches x and y
-    after the rule pass, through the activation's true derivative (see `rule_pass`)."""
+    through the activation's true derivative (see `fattr.rules.passes`)."""
     dx, dy = _differences(x, y)
     return g * _blend(dy, dx, _near(dx, eps), activation.derivative(x, y, fn))
 
@@ -126,16 +126,15 @@ def rescaled(model: Model, eps: float) -> Model:
 
 
 def pair_attribution(model: Model, params: Params, x: Tensor, reference: Tensor,
-                     target: Target, rows: Tensor | None = None, tracked: bool = True) -> Tensor:
+                     target: Target, rows: Tensor | None = None) -> Tensor:
     """(x - x0) * multipliers for rows of x and their references, through one doubled batch.
 
     `model` must be `rescaled`. Both halves are seeded with the target, as captum does (the
-    max-pool rule reads the reference half's gradient). `tracked`: see `rule_pass`.
+    max-pool rule reads the reference half's gradient).
     """
     n = x.shape[0]
     rows = torch.arange(n, device=x.device) if rows is None else rows
-    with rule_pass(tracked):
-        g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
+    g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
     return (x - reference) * g[:n]
 
 
@@ -187,7 +186,6 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
         reference = baseline_like(baseline, call.x, "deeplift")
-        tracked = may_be_differentiated(ruled, params, call.x, call.target, reference)
-        return pair_attribution(ruled, params, call.x, reference, call.target, None, tracked)
+        return pair_attribution(ruled, params, call.x, reference, call.target)
 
     return attribution(model, compute, batched_kwargs=("baseline",), doc=deeplift.__doc__)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from fattr.core.baselines import baseline_distribution
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import fold, may_be_differentiated
+from fattr.core.gradients import fold
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
 from fattr.errors import FattrError
 from fattr.rules.deeplift import check_eps, pair_attribution, rescaled
@@ -57,10 +57,8 @@ def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None,
         inputs, example = fold(x.expand(count, *x.shape))
         references, _ = fold(pool.unsqueeze(1).expand(count, *x.shape))
 
-        tracked = may_be_differentiated(ruled, params, call.x, call.target, pool)
-
         def chunk(rows: Tensor, refs: Tensor, index: Tensor) -> Tensor:
-            return pair_attribution(ruled, params, rows, refs, call.target, index, tracked)
+            return pair_attribution(ruled, params, rows, refs, call.target, index)
 
         total = chunked(chunk, inputs, references, example, batch_size=pairs,
                         segments=(example, call.batch))

@@ -118,6 +118,43 @@ def test_grad_of_relevance_wrt_params_through_functional_relu_add_and_mean():
                                    atol=1e-10)
 
 
+def _directional_check(loss, params, seed=0):
+    """grad(loss) along a random direction of every floating entry == central differences."""
+    floating = _floating(params)
+    analytic = grad(loss)(floating)
+    gen = torch.Generator().manual_seed(seed)
+    direction = {k: torch.randn(v.shape, dtype=v.dtype, generator=gen) for k, v in floating.items()}
+    h = 1e-6
+    numeric = (loss({k: v + h * direction[k] for k, v in floating.items()})
+               - loss({k: v - h * direction[k] for k, v in floating.items()})) / (2 * h)
+    assert abs(numeric) > 1e-6
+    torch.testing.assert_close(sum((analytic[k] * direction[k]).sum() for k in floating),
+                               numeric, rtol=1e-5, atol=1e-10)
+
+
+def test_grad_of_integrated_gradients_over_the_relevance_model_matches_finite_differences():
+    """IG's own `grad` asks for relevance; the outer `grad` w.r.t. the parameters sees the true
+    derivatives of the forward values the rules read."""
+    _, f, params, x = _setup(3)
+    ig = fattr.integrated_gradients(fattr.lrp.model(f, "epsilon_gamma_box", low=-3.0, high=3.0),
+                                    steps=3)
+    weights = torch.randn_like(x)
+    _directional_check(lambda p: (ig({**params, **p}, x, 1, baseline=0.1) * weights).sum(),
+                       params)
+
+
+def test_grad_of_smoothgrad_over_lrp_matches_finite_differences():
+    _, f, params, x = _setup(4)
+    sg = fattr.smoothgrad(fattr.lrp(f), samples=3, stdev=0.1)
+    weights = torch.randn_like(x)
+
+    def loss(p):
+        noise = torch.Generator().manual_seed(5)  # the same noise at every evaluation
+        return (sg({**params, **p}, x, 2, generator=noise) * weights).sum()
+
+    _directional_check(loss, params)
+
+
 def test_grad_wrt_the_input_matches_finite_differences():
     _, f, params, x = _setup(2)
     attr = fattr.lrp(f, "epsilon_alpha2_beta1")

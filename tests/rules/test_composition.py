@@ -78,6 +78,53 @@ def test_gradient_wrt_params_matches_finite_differences(name, setup):
     torch.testing.assert_close(analytic, (plus - minus) / (2 * h), rtol=1e-5, atol=1e-8)
 
 
+def _directional_check(loss, params, names, seed=0):
+    """grad(loss) along a random direction of the named params == central differences."""
+    trained = {k: params[k] for k in names}
+    gen = torch.Generator().manual_seed(seed)
+    direction = {k: torch.randn(v.shape, dtype=v.dtype, generator=gen) for k, v in trained.items()}
+    g = grad(loss)(trained)
+    h = 1e-6
+    numeric = (loss({k: v + h * direction[k] for k, v in trained.items()})
+               - loss({k: v - h * direction[k] for k, v in trained.items()})) / (2 * h)
+    assert abs(numeric) > 1e-6
+    torch.testing.assert_close(sum((g[k] * direction[k]).sum() for k in names), numeric,
+                               rtol=1e-5, atol=1e-8)
+
+
+def test_grad_of_smoothgrad_over_deeplift_matches_finite_differences(setup):
+    _, f, params, x = setup
+    sg = fattr.smoothgrad(fattr.deeplift(f), samples=3, stdev=0.1)
+    weights = torch.randn_like(x)
+
+    def loss(trained):
+        noise = torch.Generator().manual_seed(3)  # the same noise at every evaluation
+        return (sg({**params, **trained}, x, 1, generator=noise, baseline=0.1) * weights).sum()
+
+    _directional_check(loss, params, [k for k in params if k.endswith(("weight", "bias"))])
+
+
+def test_gradient_methods_over_a_rewritten_model_differentiate_the_true_forward(setup):
+    """A tree from `fattr.rewrite` under any gradient method: the rule applies in the method's
+    own gradient, and a gradient of the result w.r.t. the parameters sees the activations' true
+    derivatives (checked against finite differences; DeepLIFT's rule reads forward values)."""
+    net, _, params, x = setup
+    guided, _ = fattr.functional(fattr.rewrite(net, {torch.nn.ReLU: fattr.rules.GUIDED}))
+    torch.testing.assert_close(fattr.saliency(guided, abs=False)(params, x, 2),
+                               fattr.guided_backprop(fattr.functional(net)[0])(params, x, 2))
+    rules = {(torch.nn.ReLU, torch.nn.MaxPool2d): fattr.rules.deeplift_rule()}
+    rescaled, _ = fattr.functional(fattr.rewrite(net, rules))
+    reference = torch.full_like(x, 0.1)
+
+    def paired(p, inputs):  # the input half of a doubled batch with fixed references
+        return rescaled(p, torch.cat([inputs, reference]))[: inputs.shape[0]]
+
+    ig = fattr.integrated_gradients(paired, steps=3)
+    weights = torch.randn_like(x)
+    _directional_check(lambda p: (ig({**params, **p}, x, 2, baseline=0.3) * weights).sum(),
+                       params, [k for k in params if k.endswith(("weight", "bias"))])
+
+
 def test_autograd_double_backward_equals_torch_func(setup):
     _, f, params, x = setup
     weight = params["0.weight"].clone().requires_grad_()
