@@ -17,6 +17,7 @@ An `ActivationRule` applies such backwards to modules (by `rewrite`) and to func
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -59,8 +60,21 @@ def keep_where_positive(g: Tensor, v: Tensor) -> Tensor:
     return torch.ops.aten.threshold_backward(g, v, 0)
 
 
+def reads_indices(backward: Backward) -> Backward:
+    """Marks a max-pooling rule that reads the forward pass's argmax indices: `fn` then runs with
+    `return_indices=True` and the rule gets y = (values, indices), so it needs no second pooling
+    to route gradients."""
+    @functools.wraps(backward)
+    def marked(*args: Any, **kwargs: Any) -> Tensor:
+        return backward(*args, **kwargs)
+    marked.reads_indices = True  # type: ignore[attr-defined]
+    return marked
+
+
 def apply_rule(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
     """fn(x) whose backward follows `backward`, as a custom Function (`passes.RuleStep`)."""
+    if getattr(backward, "reads_indices", False):
+        fn = functools.partial(fn, return_indices=True)
     return rule_step(x, ActivationStep(fn, backward, name))
 
 

@@ -21,7 +21,7 @@ from fattr.core.gradients import input_gradient
 from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
 from fattr.core.targets import Target
 from fattr.errors import FattrError
-from fattr.rules.activation import Activation, ActivationFn, ActivationRule
+from fattr.rules.activation import Activation, ActivationFn, ActivationRule, reads_indices
 from fattr.rules.apply import under_activation_rule
 from fattr.rules.nonlinearities import (
     ELU,
@@ -45,17 +45,17 @@ def _pair(t: Tensor) -> Tensor:
 
 
 def _near(delta: Tensor, eps: float) -> Tensor:
-    """1.0 where |x - x0| < eps (the plain derivative is used there), else 0.0."""
-    return (delta.abs() < eps).to(delta.dtype)
+    """True where |x - x0| < eps (the plain derivative is used there)."""
+    return delta.abs() < eps
 
 
 def _blend(numerator: Tensor, delta: Tensor, near: Tensor, fallback: Tensor) -> Tensor:
     """numerator / delta where the pair is far apart, `fallback` (per half) where it is near.
 
-    Arithmetic instead of `torch.where`, which is several times slower on CPU: near elements
-    divide by delta + 1 (finite) and are multiplied by 0, far ones by 1 and fallback by 0."""
-    secant = numerator / (delta + near) * (1 - near)
-    return (secant + _pair(fallback) * near).flatten(0, 1)
+    Near elements divide by 1 instead of delta: the unselected branch stays finite, so a
+    derivative of the attribution through `torch.where` gets no 0 * inf = NaN."""
+    secant = numerator / delta.masked_fill(near, 1.0)
+    return torch.where(near, _pair(fallback), secant).flatten(0, 1)
 
 
 def _differences(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -83,24 +83,36 @@ def rescale_softmax(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: floa
     return unnormalized - unnormalized.mean(fn.keywords["dim"], keepdim=True)
 
 
-def rescale_max_pool(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float) -> Tensor:
+_POOL_DIMS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
+
+
+def rescale_max_pool(g: Tensor, x: Tensor, y: tuple[Tensor, Tensor], fn: ActivationFn,
+                     eps: float) -> Tensor:
     """captum's max-pool rule: the output difference of each window goes to the argmax of
     whichever half has the larger maximum, then is divided by that element's input difference.
 
-    Overlapping windows add up at a shared argmax (captum's `max_unpool` overwrites them)."""
-    y, route = torch.func.vjp(fn, x)
-    y2 = _pair(y)
+    `y` is the forward pooling's (values, argmax indices), so gradients are routed by one
+    scatter-add each and the pooling is not run again. Overlapping windows add up at a shared
+    argmax (captum's `max_unpool` overwrites them)."""
+    values, indices = y
+    dims = _POOL_DIMS[fn.func]
+
+    def route(v: Tensor) -> Tensor:  # max pooling's vector-Jacobian product
+        spatial = x.new_zeros(x.shape).flatten(-dims)
+        return spatial.scatter_add(-1, indices.flatten(-dims), v.flatten(-dims)).view(x.shape)
+
+    y2 = _pair(values)
     top = torch.maximum(y2[0], y2[1])
-    shares = _pair(route(g * torch.cat([top - y2[1], y2[0] - top]))[0])
+    shares = _pair(route(g * torch.cat([top - y2[1], y2[0] - top])))
     dx = _pair(x)[0] - _pair(x)[1]
-    return _blend(shares[0] + shares[1], dx, _near(dx, eps), route(g)[0])
+    return _blend(shares[0] + shares[1], dx, _near(dx, eps), route(g))
 
 
 def deeplift_rule(eps: float = 1e-10) -> ActivationRule:
     """The rescale rules for every covered nonlinearity (for `fattr.rewrite`; the model must
     then be called on doubled batches `cat([x, x0])`)."""
     special = ((SOFTMAX, partial(rescale_softmax, eps=eps)),
-               *((pool, partial(rescale_max_pool, eps=eps)) for pool in MAX_POOLS),
+               *((pool, reads_indices(partial(rescale_max_pool, eps=eps))) for pool in MAX_POOLS),
                *((a, partial(rescale, eps=eps, activation=a)) for a in ELEMENTWISE))
     return ActivationRule("deeplift", partial(rescale, eps=eps, activation=RELU),
                           (*ELEMENTWISE, SOFTMAX, *MAX_POOLS), special)

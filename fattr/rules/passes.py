@@ -33,6 +33,7 @@ and run it through `below` as well.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -50,14 +51,17 @@ class Step(Protocol):
     """One op whose backward is a rule: y = op(x, *tensors), dx = rule_backward(g, x, y, tensors).
 
     `method` names the method in errors. `keeps_output`: whether the rule reads y (else it gets
-    None, and y is not saved: LRP writes some outputs in place, e.g. `x += y`)."""
+    None, and y is not saved: LRP writes some outputs in place, e.g. `x += y`). An op may return
+    a tuple `(value, *aux)` of its value and non-differentiable tensors the rule reads (max
+    pooling's argmax indices, so that the rule needs no second pooling): the step's result is
+    the value, and a rule that keeps the output gets the whole tuple as y."""
 
     method: str
     keeps_output: bool
 
-    def op(self, x: Tensor, *tensors: Tensor) -> Tensor: ...
+    def op(self, x: Tensor, *tensors: Tensor) -> Tensor | tuple[Tensor, ...]: ...
 
-    def rule_backward(self, g: Tensor, x: Tensor, y: Tensor | None,
+    def rule_backward(self, g: Tensor, x: Tensor, y: Tensor | tuple[Tensor, ...] | None,
                       tensors: tuple[Tensor, ...]) -> Tensor: ...
 
 
@@ -119,25 +123,35 @@ class RuleStep(torch.autograd.Function):
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(x: Tensor, step: Step, level: int | None, *tensors: Tensor) -> Tensor:
+    def forward(x: Tensor, step: Step, level: int | None, *tensors: Tensor) -> Any:
         with torch._C.DisableTorchFunction():  # the op itself is not routed to a rule again
             return step.op(x, *tensors)
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple, output: Tensor) -> None:
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
         x, step, level, *tensors = inputs
+        outputs = output if isinstance(output, tuple) else (output,)
+        ctx.mark_non_differentiable(*outputs[1:])
         ctx.step, ctx.level, ctx.rule = step, level, rule_applies(level)
-        ctx.save_for_backward(x, output if step.keeps_output else None, *tensors)
+        ctx.tuple_output, ctx.tensor_count = isinstance(output, tuple), len(tensors)
+        ctx.save_for_backward(x, *tensors, *(outputs if step.keeps_output else ()))
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple:
-        x, y, *tensors = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor, *aux_grads: Any) -> tuple:
+        x, *rest = ctx.saved_tensors
+        tensors, kept = rest[:ctx.tensor_count], rest[ctx.tensor_count:]
         step: Step = ctx.step
         if ctx.rule:
-            dx = below(ctx.level, lambda g, x, y, *t: step.rule_backward(g, x, y, t),
-                       grad, x, y, *tensors)
+            n, whole = ctx.tensor_count, ctx.tuple_output
+
+            def rule(g: Tensor, x: Tensor, *rest: Tensor) -> Tensor:
+                kept = rest[n:]
+                y = (tuple(kept) if whole else kept[0]) if kept else None
+                return step.rule_backward(g, x, y, tuple(rest[:n]))
+
+            dx = below(ctx.level, rule, grad, x, *tensors, *kept)
             return (dx, None, None, *(None for _ in tensors))
-        grads = torch.func.vjp(step.op, x, *tensors)[1](grad)
+        grads = torch.func.vjp(partial(_value, step.op), x, *tensors)[1](grad)
         return (grads[0], None, None, *grads[1:])
 
     @staticmethod
@@ -146,7 +160,13 @@ class RuleStep(torch.autograd.Function):
                          "modified backward rule; use reverse mode (grad, vjp, jacrev).")
 
 
+def _value(op: Callable[..., Any], *args: Tensor) -> Tensor:
+    out = op(*args)
+    return out[0] if isinstance(out, tuple) else out
+
+
 def rule_step(x: Tensor, step: Step, *tensors: Tensor) -> Tensor:
-    """`step.op(x, *tensors)`, whose backward follows `step`'s rule in the attribution's own
-    gradient and is the true derivative everywhere else."""
-    return RuleStep.apply(x, step, rule_level(), *tensors)
+    """`step.op(x, *tensors)` (its value), whose backward follows `step`'s rule in the
+    attribution's own gradient and is the true derivative everywhere else."""
+    out = RuleStep.apply(x, step, rule_level(), *tensors)
+    return out[0] if isinstance(out, tuple) else out
