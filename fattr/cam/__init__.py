@@ -13,10 +13,13 @@ from fattr.cam.guided import guided, guided_gradcam
 from fattr.cam.hirescam import hirescam
 from fattr.cam.layercam import layercam
 from fattr.cam.scorecam import scorecam
+from fattr.cam.smooth_gradcam_plus_plus import smooth_gradcam_plus_plus
+from fattr.cam.sscam import sscam
 from fattr.cam.xgradcam import xgradcam
 from fattr.cam.xrai import xrai, xrai_segments
 
 __all__ = ["ablationcam", "cameras", "eigencam", "eigengradcam", "fem", "fullgrad",
            "fullgrad_terms", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "guided",
            "guided_gradcam",
-           "hirescam", "layercam", "scorecam", "xgradcam", "xrai", "xrai_segments"]
+           "hirescam", "layercam", "scorecam", "smooth_gradcam_plus_plus", "sscam", "xgradcam",
+           "xrai", "xrai_segments"]
