@@ -86,26 +86,41 @@ def rescale_softmax(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: floa
 _POOL_DIMS = {F.max_pool1d: 1, F.max_pool2d: 2, F.max_pool3d: 3}
 
 
+def _unpool_sum(v: Tensor, x: Tensor, indices: Tensor, fn: ActivationFn) -> Tensor:
+    """Max pooling's vector-Jacobian product for v, from the forward pass's argmax indices (the
+    pooling is not run again): aten's own max-pool backward, 1d pooling as 2d with a unit row.
+    Differentiable in v and batched by vmap."""
+    config, dims = fn.keywords, _POOL_DIMS[fn.func]
+
+    def per_dim(value: Any) -> list[int]:
+        return list(value) if isinstance(value, (tuple, list)) else [value] * dims
+
+    kernel, stride, padding, dilation = (per_dim(config[name]) for name in
+                                         ("kernel_size", "stride", "padding", "dilation"))
+    if dims == 1:
+        v, x, indices = v.unsqueeze(-2), x.unsqueeze(-2), indices.unsqueeze(-2)
+        kernel, stride, dilation = [1, *kernel], [1, *stride], [1, *dilation]
+        padding = [0, *padding]
+    backward = torch.ops.aten.max_pool3d_with_indices_backward if dims == 3 else \
+        torch.ops.aten.max_pool2d_with_indices_backward
+    dx = backward(v, x, kernel, stride, padding, dilation, config["ceil_mode"], indices)
+    return dx.squeeze(-2) if dims == 1 else dx
+
+
 def rescale_max_pool(g: Tensor, x: Tensor, y: tuple[Tensor, Tensor], fn: ActivationFn,
                      eps: float) -> Tensor:
     """captum's max-pool rule: the output difference of each window goes to the argmax of
     whichever half has the larger maximum, then is divided by that element's input difference.
 
-    `y` is the forward pooling's (values, argmax indices), so gradients are routed by one
-    scatter-add each and the pooling is not run again. Overlapping windows add up at a shared
-    argmax (captum's `max_unpool` overwrites them)."""
+    `y` is the forward pooling's (values, argmax indices), so gradients are routed without
+    pooling again. Overlapping windows add up at a shared argmax (captum's `max_unpool`
+    overwrites them)."""
     values, indices = y
-    dims = _POOL_DIMS[fn.func]
-
-    def route(v: Tensor) -> Tensor:  # max pooling's vector-Jacobian product
-        spatial = x.new_zeros(x.shape).flatten(-dims)
-        return spatial.scatter_add(-1, indices.flatten(-dims), v.flatten(-dims)).view(x.shape)
-
     y2 = _pair(values)
     top = torch.maximum(y2[0], y2[1])
-    shares = _pair(route(g * torch.cat([top - y2[1], y2[0] - top])))
+    shares = _pair(_unpool_sum(g * torch.cat([top - y2[1], y2[0] - top]), x, indices, fn))
     dx = _pair(x)[0] - _pair(x)[1]
-    return _blend(shares[0] + shares[1], dx, _near(dx, eps), route(g))
+    return _blend(shares[0] + shares[1], dx, _near(dx, eps), _unpool_sum(g, x, indices, fn))
 
 
 def deeplift_rule(eps: float = 1e-10) -> ActivationRule:
