@@ -118,7 +118,7 @@ def tables(batch: int, size: int, references: int = 4, rounds: int = 5,
 
 def main() -> str:
     torch.set_num_threads(1)
-    return "\n\n".join([tables(8, 64), tables(2, 224, rounds=3, shap=False)])
+    return "\n\n".join([tables(8, 64, rounds=9), tables(2, 224, rounds=5, shap=False)])
 
 
 if __name__ == "__main__":
