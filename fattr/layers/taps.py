@@ -20,8 +20,9 @@ from typing import Any, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad
+from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
+from fattr.core.gradients import gradient_with_aux, may_be_differentiated
 from fattr.core.model import Model, Params
 from fattr.core.targets import Target
 from fattr.errors import FattrError, FattrTypeError
@@ -226,7 +227,9 @@ class Tap:
             return chosen.sum(), (acts, chosen)
 
         argnums = (0, 1) if input else 0
-        result, (acts, chosen) = grad(objective, argnums, has_aux=True)(start, x)
+        plain = not retrieve_all_functorch_interpreters() and \
+            not may_be_differentiated(self.model, params, x, target, *start)
+        result, (acts, chosen) = gradient_with_aux(objective, argnums, plain)(start, x)
         layer_grads, input_grad = result if input else (result, None)
         if not perturb:
             acts = list(at)
