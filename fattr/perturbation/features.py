@@ -78,4 +78,4 @@ def feature_groups(feature_mask: Tensor | None, x: Tensor, method: str) -> Featu
     mask = feature_mask.to(x.device)
     mask = mask.reshape((1,) * (x.ndim - mask.ndim) + tuple(mask.shape))
     mask = mask.expand(mask.shape[0], *x.shape[1:]).reshape(mask.shape[0], elements)
-    return Features(torch.searchsorted(ids, mask), ids.numel(), x.shape)
+    return Features(torch.searchsorted(ids, mask.contiguous()), ids.numel(), x.shape)
