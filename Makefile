@@ -19,8 +19,13 @@ $(VENV)/.demo: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q -e '.[demo]'
 	touch $@
 
+# lxt (the AttnLRP authors' library) is a test peer; its declared dependencies (bitsandbytes,
+# open_clip, ...) are not needed for the parts the tests call, so it installs without them.
+LXT := lxt==2.1
+
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q -e '.[test,demo,viz,cli]'
+	$(PIP) install -q --no-deps $(LXT)
 	touch $@
 
 demo: $(VENV)/.demo
