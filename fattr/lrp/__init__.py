@@ -2,7 +2,8 @@
 
 The module is callable: `fattr.lrp(f, composite="epsilon_plus_flat", **rule_params)` is
 `fattr.lrp.method.lrp` (see its docstring), and it is the namespace of the rules
-(`fattr.lrp.Epsilon`, `Gamma`, `AlphaBeta`, `ZPlus`, `ZBox`, `Flat`, `WSquare`, `Pass`, `Norm`),
+(`fattr.lrp.Epsilon`, `Gamma`, `AlphaBeta`, `ZPlus`, `ZBox`, `Flat`, `WSquare`, `Pass`, `Norm`;
+for transformers `AttnLRP`, `CPLRP` (nn.MultiheadAttention) and `FrozenStd` (LayerNorm)),
 of `first(types)` for composites, of the named `COMPOSITES`, of `model(f, composite)` (the model
 with relevance in its gradient slot) and of `canonize(module)`.
 
@@ -15,13 +16,14 @@ import sys
 import types
 from typing import Any
 
+from fattr.lrp.attention import CPLRP, AttnLRP, FrozenStd
 from fattr.lrp.canonizers import Sum, canonize
 from fattr.lrp.composites import COMPOSITES, first
 from fattr.lrp.method import lrp, model
 from fattr.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, WSquare, ZBox, ZPlus
 
-__all__ = ["COMPOSITES", "AlphaBeta", "Epsilon", "Flat", "Gamma", "Norm", "Pass", "Sum",
-           "WSquare", "ZBox", "ZPlus", "canonize", "first", "model"]
+__all__ = ["COMPOSITES", "CPLRP", "AlphaBeta", "AttnLRP", "Epsilon", "Flat", "FrozenStd", "Gamma",
+           "Norm", "Pass", "Sum", "WSquare", "ZBox", "ZPlus", "canonize", "first", "model"]
 
 
 class _CallableModule(types.ModuleType):

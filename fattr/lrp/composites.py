@@ -21,6 +21,7 @@ from typing import Any, Union
 from torch import nn
 
 from fattr.errors import FattrError, FattrTypeError
+from fattr.lrp.attention import CPLRP, AttnLRP, FrozenStd
 from fattr.lrp.canonizers import Sum
 from fattr.lrp.layers import (
     ACTIVATIONS,
@@ -101,10 +102,27 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6
     return {First(LINEAR_LAYERS): Flat(stabilizer), **epsilon_alpha2_beta1(epsilon, stabilizer)}
 
 
+epsilon_composite = epsilon  # the composites below take an argument named epsilon
+
+
+def attnlrp(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> dict[Key, Rule]:
+    """AttnLRP for transformers: AttnLRP for nn.MultiheadAttention, FrozenStd for LayerNorm,
+    Epsilon for Linear layers and convolutions (the patch embedding), Pass (the identity rule)
+    for activations, Norm for residual sums."""
+    return {nn.MultiheadAttention: AttnLRP(epsilon), nn.LayerNorm: FrozenStd(epsilon),
+            **epsilon_composite(epsilon, stabilizer)}
+
+
+def cp_lrp(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> dict[Key, Rule]:
+    """attnlrp with CP-LRP for attention: the attention weights are constants."""
+    return {nn.MultiheadAttention: CPLRP(epsilon), nn.LayerNorm: FrozenStd(epsilon),
+            **epsilon_composite(epsilon, stabilizer)}
+
 COMPOSITES: dict[str, Callable[..., dict[Key, Rule]]] = {
     "epsilon": epsilon, "epsilon_plus": epsilon_plus, "epsilon_plus_flat": epsilon_plus_flat,
     "epsilon_gamma_box": epsilon_gamma_box, "epsilon_alpha2_beta1": epsilon_alpha2_beta1,
-    "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat,
+    "epsilon_alpha2_beta1_flat": epsilon_alpha2_beta1_flat, "attnlrp": attnlrp,
+    "cp_lrp": cp_lrp,
 }
 
 

@@ -12,6 +12,7 @@ modules with no rule raise an error that names them, instead of a silent plain g
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fattr.errors import FattrError
+from fattr.lrp.attention import RULE_LAYERS
 from fattr.lrp.canonizers import MergedBatchNorm, MergedLinear, Sum, canonical, fold, link
 from fattr.lrp.composites import MISSING, Choice, First, choose
 from fattr.lrp.layers import LINEAR_LAYERS, PLAIN, affine, parametrized
@@ -240,6 +242,8 @@ def relevance_tree(module: nn.Module, composite: Mapping, canonize: bool = True)
         if choice.first_key is None and choice.rule is None:
             plain.append(current)
             return _unrouted(current)
+        if hasattr(choice.rule, "layer") or hasattr(choice.first_rule, "layer"):
+            return _own_layer(choice, name, current)
         if current._modules:
             raise FattrError(f"lrp: the composite maps '{name}' ({type(current).__name__}), a "
                              "module with submodules, to a rule; rules apply to leaf layers "
@@ -251,16 +255,26 @@ def relevance_tree(module: nn.Module, composite: Mapping, canonize: bool = True)
     return tree
 
 
+def _own_layer(choice: Choice, name: str, module: nn.Module) -> nn.Module:
+    """The relevance module of a rule that brings its own (`fattr.lrp.attention`)."""
+    if choice.first_key is not None:
+        raise FattrError(f"lrp: the {type(choice.first_rule or choice.rule).__name__} rule for "
+                         f"'{name}' ({type(module).__name__}) cannot be used with a "
+                         "first(...) key; map the module type or name to it.")
+    return choice.rule.layer(module, name)
+
+
 def check_supported(tree: nn.Module, plain: list[nn.Module]) -> None:
     """Every leaf has a rule, keeps a plain gradient that is right for LRP, or was mapped to
     None; containers hold no parameters of their own."""
     skip = {id(m) for m in plain}
 
     def visit(name: str, module: nn.Module) -> None:
-        if id(module) in skip or isinstance(module, (RelevanceLayer, MergedBatchNorm, *PLAIN)):
+        own_rule = (RelevanceLayer, MergedBatchNorm, *RULE_LAYERS, *PLAIN)
+        if id(module) in skip or isinstance(module, own_rule):
             return
         own = [k for k, v in module._parameters.items() if v is not None]
-        if module._modules and not own:
+        if module._modules and (not own or isinstance(module, token_containers())):
             for child, sub in module._modules.items():
                 if sub is not None:
                     visit(f"{name}.{child}" if name else child, sub)
@@ -270,8 +284,21 @@ def check_supported(tree: nn.Module, plain: list[nn.Module]) -> None:
         raise FattrError(
             f"lrp: no LRP rule for {where} ({type(kind).__name__}). fattr covers Linear, "
             "convolutions, BatchNorm, average and max pooling, activations, dropout, flatten and "
-            "residual sums; LayerNorm and attention are not supported. Map the module to a rule "
+            "residual sums, and LayerNorm and nn.MultiheadAttention self-attention with the "
+            "'attnlrp' and 'cp_lrp' composites. Map the module to a rule "
             "in a custom composite (e.g. {nn.LayerNorm: fattr.lrp.Pass()}), or to None to keep "
             "its plain gradient, or use a gradient method.")
 
     visit("", tree)
+
+
+@functools.cache
+def token_containers() -> tuple[type, ...]:
+    """Containers whose own parameters are tokens: torchvision's VisionTransformer (the class
+    token, concatenated to the patch tokens: a constant input that keeps its relevance, as a
+    bias) and its Encoder (the positional embedding, added: a routed sum with the Norm rule)."""
+    try:
+        from torchvision.models.vision_transformer import Encoder, VisionTransformer
+    except ImportError:  # torchvision is optional
+        return ()
+    return (VisionTransformer, Encoder)
