@@ -1,0 +1,107 @@
+"""CP-LRP and AttnLRP on a ViT against lxt (the AttnLRP authors' library), one process, same
+inputs.
+
+A torchvision VisionTransformer shaped like vit_b_16 but smaller (image 64, patch 16, 4 layers,
+4 heads, hidden 128, MLP 512, 10 classes; random weights with a random head, float32), batch 8,
+target logit as initial relevance. lxt runs its "efficient" CP-LRP for torchvision ViT
+(`lxt.efficient.models.vit_torch.cp_LRP`: GELU, LayerNorm and MultiheadAttention patched at
+class level, then x * the gradient); the patches are applied around each lxt call only and
+always removed. fattr runs `fattr.lrp(f, "cp_lrp")` and `fattr.lrp(f, "attnlrp")`. A plain
+forward + backward to the input gives the cost of one gradient for scale. One thread.
+
+    .venv/bin/python benchmarks/bench_attnlrp.py
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import pathlib
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import torch
+from torchvision.models import VisionTransformer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import fattr
+from benchmarks.harness import compare, markdown
+
+
+def _lxt_cp_lrp() -> dict:
+    """lxt's CP-LRP patch map for torchvision ViT, imported without lxt.efficient's package
+    __init__ (it imports names this transformers version removed)."""
+    import lxt
+
+    root = pathlib.Path(lxt.__file__).parent / "efficient"
+    for name, path in (("lxt.efficient", root), ("lxt.efficient.models", root / "models")):
+        package = types.ModuleType(name)
+        package.__path__ = [str(path)]
+        sys.modules[name] = package
+    from lxt.efficient.models import vit_torch
+
+    return vit_torch.cp_LRP
+
+
+@contextlib.contextmanager
+def patched(patches: dict):
+    forwards = {cls: cls.__dict__["forward"] for cls in patches}
+    try:
+        for cls, patch in patches.items():
+            patch(cls)
+        yield
+    finally:
+        for cls, forward in forwards.items():
+            cls.forward = forward
+            if "original_forward" in cls.__dict__:
+                delattr(cls, "original_forward")
+
+
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = VisionTransformer(image_size=64, patch_size=16, num_layers=4, num_heads=4,
+                            hidden_dim=128, mlp_dim=512, num_classes=10)
+    with torch.no_grad():
+        net.heads.head.weight.normal_(0, 0.1)
+    return net.eval()
+
+
+def main(batch: int = 8, rounds: int = 9) -> str:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    patches = _lxt_cp_lrp()
+    net = model()
+    peer = copy.deepcopy(net)
+    f, params = fattr.functional(net)
+    x = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    target = torch.arange(batch) % 10
+    cp, attn = fattr.lrp(f, "cp_lrp"), fattr.lrp(f, "attnlrp")
+
+    def lxt_cp_lrp():
+        with patched(patches):
+            v = x.clone().requires_grad_()
+            peer(v).gather(1, target[:, None]).sum().backward()
+            return (v * v.grad).detach()
+
+    def gradient():
+        v = x.clone().requires_grad_()
+        return torch.autograd.grad(net(v).gather(1, target[:, None]).sum(), v)[0]
+
+    theirs = lxt_cp_lrp()
+    exact = fattr.lrp(f, "cp_lrp", epsilon=0.0, stabilizer=0.0)
+    errors = [float((ours - theirs).abs().max() / theirs.abs().max())
+              for ours in (cp(params, x, target), exact(params, x, target))]
+    fns = {"fattr cp_lrp": lambda: cp(params, x, target), "lxt CP-LRP": lxt_cp_lrp,
+           "fattr attnlrp": lambda: attn(params, x, target), "plain gradient": gradient}
+    rows = compare(fns, reference="lxt CP-LRP", rounds=rounds, warmup=2)
+    return (markdown(rows, f"ViT (64 px, patch 16, 4 layers, hidden 128), batch {batch}, "
+                           "float32, one thread: time and peak memory relative to lxt CP-LRP")
+            + "\n\nfattr cp_lrp vs lxt CP-LRP, float32, max relative difference: "
+            f"{errors[0]:.1e} (epsilon=1e-6, the default), {errors[1]:.1e} (epsilon=0)")
+
+
+if __name__ == "__main__":
+    print(main())
