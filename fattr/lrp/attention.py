@@ -18,6 +18,13 @@ x * (modified gradient) at the input: lxt's "efficient" AttnLRP (Achtibat et al.
 Constants are the forward values computed OUTSIDE the inner `torch.func.vjp` (never
 `detach()`): they are constants for the relevance but stay functions of x and the parameters at
 outer levels, so a `torch.func.grad` of relevance w.r.t. the parameters differentiates them.
+(A `detach()` would cut the outer levels too: under torch.func,
+`grad(lambda w: grad(lambda x: (x * (w * x).detach()).sum())(x).sum())(w)` is zero.)
+
+>>> attr = fattr.lrp(f, "attnlrp")          # or "cp_lrp"; f from fattr.functional(vit)
+>>> r = attr(params, images, target=labels)  # (B, 3, H, W)
+>>> attr = fattr.lrp(f, {nn.MultiheadAttention: fattr.lrp.CPLRP(), nn.LayerNorm:
+...                      fattr.lrp.FrozenStd(), **fattr.lrp.COMPOSITES["epsilon"]()})
 These rules bring their own relevance module (`rule.layer(module, name)`), because attention
 takes three inputs and owns a submodule, and LayerNorm's rule needs its configuration.
 """

@@ -62,7 +62,8 @@ def lxt_patches():
     classes and ALWAYS restores their forwards (and sys.modules) afterwards."""
     import contextlib
 
-    lxt = pytest.importorskip("lxt")
+    import lxt  # a test dependency (installed with --no-deps, see the Makefile)
+
     root = pathlib.Path(lxt.__file__).parent / "efficient"
     saved = {k: sys.modules.get(k) for k in ("lxt.efficient", "lxt.efficient.models")}
     for name, path in (("lxt.efficient", root), ("lxt.efficient.models", root / "models")):
@@ -379,6 +380,28 @@ def test_attention_weights_are_returned_and_carry_no_relevance():
     # a score that reads only the weights: no relevance reaches the input
     through = fattr.lrp.model(f, "cp_lrp", output=lambda o: o[1].sum((1, 2)))
     assert fattr.saliency(through, abs=False)(params, x.transpose(0, 1)).abs().max() == 0
+
+
+def test_unbatched_attention_equals_the_batched_call():
+    class Tokens(nn.Module):  # rows of x are the tokens of one sequence: an unbatched call
+        def __init__(self, batched: bool):
+            super().__init__()
+            torch.manual_seed(13)
+            self.batched = batched
+            self.attn, self.head = nn.MultiheadAttention(8, 2), nn.Linear(8, 3)
+
+        def forward(self, x):
+            h = x[:, None] if self.batched else x  # (S, 1, E): sequence first, batch 1
+            out = self.attn(h, h, h, need_weights=False)[0]
+            return self.head(out[:, 0] if self.batched else out)
+
+    x = torch.randn(5, 8, dtype=torch.float64)
+    results = []
+    for batched in (False, True):
+        f, params = fattr.functional(Tokens(batched).double().eval())
+        results.append(fattr.lrp(f, "attnlrp")(params, x, torch.tensor([0, 1, 2, 0, 1])))
+    torch.testing.assert_close(results[0], results[1], rtol=1e-12, atol=1e-14)
+    assert results[0].abs().max() > 1e-3
 
 
 # reliability ---------------------------------------------------------------------------------
