@@ -60,23 +60,28 @@ def patched(patches: dict):
                 delattr(cls, "original_forward")
 
 
-def model() -> torch.nn.Module:
+SMALL = dict(image_size=64, patch_size=16, num_layers=4, num_heads=4, hidden_dim=128,
+             mlp_dim=512)
+# ViT-S/16's width at 224 px, 4 of its 12 blocks: where the layers' arithmetic dominates
+WIDE = dict(image_size=224, patch_size=16, num_layers=4, num_heads=6, hidden_dim=384,
+            mlp_dim=1536)
+
+
+def model(config: dict = SMALL) -> torch.nn.Module:
     torch.manual_seed(0)
-    net = VisionTransformer(image_size=64, patch_size=16, num_layers=4, num_heads=4,
-                            hidden_dim=128, mlp_dim=512, num_classes=10)
+    net = VisionTransformer(**config, num_classes=10)
     with torch.no_grad():
         net.heads.head.weight.normal_(0, 0.1)
     return net.eval()
 
 
-def main(batch: int = 8, rounds: int = 9) -> str:
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
+def table(config: dict, batch: int, rounds: int) -> str:
     patches = _lxt_cp_lrp()
-    net = model()
+    net = model(config)
     peer = copy.deepcopy(net)
     f, params = fattr.functional(net)
-    x = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    size = config["image_size"]
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     target = torch.arange(batch) % 10
     cp, attn = fattr.lrp(f, "cp_lrp"), fattr.lrp(f, "attnlrp")
 
@@ -97,10 +102,18 @@ def main(batch: int = 8, rounds: int = 9) -> str:
     fns = {"fattr cp_lrp": lambda: cp(params, x, target), "lxt CP-LRP": lxt_cp_lrp,
            "fattr attnlrp": lambda: attn(params, x, target), "plain gradient": gradient}
     rows = compare(fns, reference="lxt CP-LRP", rounds=rounds, warmup=2)
-    return (markdown(rows, f"ViT (64 px, patch 16, 4 layers, hidden 128), batch {batch}, "
-                           "float32, one thread: time and peak memory relative to lxt CP-LRP")
+    title = (f"ViT ({size} px, patch 16, {config['num_layers']} layers, hidden "
+             f"{config['hidden_dim']}), batch {batch}, float32, one thread: time and peak "
+             "memory relative to lxt CP-LRP")
+    return (markdown(rows, title)
             + "\n\nfattr cp_lrp vs lxt CP-LRP, float32, max relative difference: "
             f"{errors[0]:.1e} (epsilon=1e-6, the default), {errors[1]:.1e} (epsilon=0)")
+
+
+def main() -> str:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    return "\n\n".join([table(SMALL, batch=8, rounds=9), table(WIDE, batch=2, rounds=5)])
 
 
 if __name__ == "__main__":

@@ -103,10 +103,13 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
             EpsilonPlusFlat: Flat for the first Linear/conv layer, ZPlus for convolutions,
             Epsilon for Linear), `epsilon_plus`, `epsilon`, `epsilon_gamma_box` (ZBox for the
             first convolution, needs `low=`, `high=`; Gamma for the other convolutions),
-            `epsilon_alpha2_beta1`, `epsilon_alpha2_beta1_flat`. Or a mapping from module type,
-            tuple of types, dotted name or `fattr.lrp.first(types)` (the first such layer in
-            EXECUTION order) to a rule, or to None for the plain gradient; after it come the
-            base rules: activations Pass, sums and average pools Norm, BatchNorm Pass.
+            `epsilon_alpha2_beta1`, `epsilon_alpha2_beta1_flat`; for transformers (torchvision
+            `VisionTransformer`) `attnlrp` (Achtibat et al. 2024) and `cp_lrp` (Ali et al.
+            2022): `FrozenStd` for LayerNorm, `AttnLRP` or `CPLRP` for `nn.MultiheadAttention`,
+            Epsilon for Linear, Pass for GELU (`fattr/lrp/attention.py`). Or a mapping from
+            module type, tuple of types, dotted name or `fattr.lrp.first(types)` (the first
+            such layer in EXECUTION order) to a rule, or to None for the plain gradient; after
+            it come the base rules: activations Pass, sums and average pools Norm, BatchNorm Pass.
         canonize: fold eval BatchNorm into the Linear/conv layer before it (from the call's
             params) and turn torchvision ResNet residual adds into a Norm sum (default True).
             In-place modules are always made out-of-place. The user's model is never modified.
@@ -120,7 +123,8 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
     params and x (also the relevance with respect to the parameters, which zennit cannot do);
     works under `vmap` over targets and for `per_example` models. Functional activations and
     tensor additions in the forward get the rules of their module forms; modules and calls
-    without an LRP rule (LayerNorm, attention, matmul, softmax) raise an error naming them.
+    without an LRP rule in the composite (LayerNorm and attention outside `attnlrp`/`cp_lrp`,
+    functional matmul and softmax) raise an error naming them.
 
     >>> attr = fattr.lrp(f, "epsilon_gamma_box", low=-2.1, high=2.6)
     >>> r = attr(params, x, target=labels)        # r.sum((1, 2, 3)) ~ the target logits
