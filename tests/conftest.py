@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pytest
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one core per xdist worker
@@ -94,3 +96,22 @@ def digits():
     d = load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     return x, torch.tensor(d.target)
+
+
+class Directional(NamedTuple):
+    analytic: Tensor  # <grad loss(params), direction> by torch.func.grad
+    numeric: Tensor   # the central difference along the same direction
+    grads: dict[str, Tensor]
+
+
+def directional_derivative(loss: Callable[[dict[str, Tensor]], Tensor],
+                           params: dict[str, Tensor], h: float = 1e-6) -> Directional:
+    """d/dt loss(params + t v) at t = 0 along a random direction v (torch's global RNG), by
+    `torch.func.grad` and by central differences with step h: the check that an attribution
+    can sit in a training loss (use float64 models)."""
+    grads = torch.func.grad(loss)(params)
+    direction = {k: torch.randn_like(v) for k, v in params.items()}
+    plus = loss({k: v + h * direction[k] for k, v in params.items()})
+    minus = loss({k: v - h * direction[k] for k, v in params.items()})
+    analytic = sum((grads[k] * direction[k]).sum() for k in params)
+    return Directional(analytic, (plus - minus) / (2 * h), grads)  # type: ignore[arg-type]

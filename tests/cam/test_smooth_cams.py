@@ -10,7 +10,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import fattr
-from tests.conftest import assert_unchanged, resnet18, small_cnn, state_snapshot
+from tests.conftest import (
+    assert_unchanged,
+    directional_derivative,
+    resnet18,
+    small_cnn,
+    state_snapshot,
+)
 
 SMOOTH = "smooth_gradcam_plus_plus"
 
@@ -270,13 +276,7 @@ def test_grad_wrt_params_matches_finite_differences(name):
     def loss(w: dict[str, Tensor]) -> Tensor:
         return (attr({**params, **w}, x, t, generator=seeded()) * weights).sum()
 
-    grads = torch.func.grad(loss)(trainable)
-    direction = {k: torch.randn(v.shape, dtype=v.dtype, generator=seeded(5))
-                 for k, v in trainable.items()}
-    h = 1e-5
-    shifted = [loss({k: v + s * h * direction[k] for k, v in trainable.items()}) for s in (1, -1)]
-    numeric = (shifted[0] - shifted[1]) / (2 * h)
-    analytic = sum((grads[k] * direction[k]).sum() for k in trainable)
+    analytic, numeric, grads = directional_derivative(loss, trainable, h=1e-5)
     assert grads["conv1.weight"].abs().max() > 0
     assert torch.allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
 

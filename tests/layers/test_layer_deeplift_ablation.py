@@ -10,10 +10,17 @@ import captum.attr as ca
 import pytest
 import torch
 from torch import nn
-from torch.func import grad, vmap
+from torch.func import vmap
 
 import fattr
-from tests.conftest import assert_unchanged, mlp, resnet18, small_cnn, state_snapshot
+from tests.conftest import (
+    assert_unchanged,
+    directional_derivative,
+    mlp,
+    resnet18,
+    small_cnn,
+    state_snapshot,
+)
 from tests.rules.captum_reference import accumulating_max_pool, captum_friendly
 
 TOL = dict(rtol=1e-10, atol=1e-12)
@@ -237,19 +244,12 @@ def test_gradient_wrt_params_matches_finite_differences(cnn, name):
     f, params, x, make, base = case(cnn, name)
     attr = make(f)
     weights = torch.randn(3, 6, 4, 4, dtype=torch.float64, generator=seeded(12))
-    names = [k for k in params if k.endswith(("weight", "bias"))]
-    direction = {k: torch.randn(params[k].shape, dtype=torch.float64, generator=seeded(13))
-                 for k in names}
+    trained = {k: v for k, v in params.items() if k.endswith(("weight", "bias"))}
 
     def loss(trained):
         return (attr({**params, **trained}, x, TARGET, baseline=base) * weights).sum()
 
-    trained = {k: params[k] for k in names}
-    g = grad(loss)(trained)
-    analytic = sum((g[k] * direction[k]).sum() for k in names)
-    h = 1e-6
-    numeric = (loss({k: trained[k] + h * direction[k] for k in names})
-               - loss({k: trained[k] - h * direction[k] for k in names})) / (2 * h)
+    analytic, numeric, _ = directional_derivative(loss, trained)
     assert analytic.abs() > 1e-3
     torch.testing.assert_close(analytic, numeric, rtol=1e-5, atol=1e-8)
 

@@ -17,7 +17,7 @@ from torch import nn
 
 import fattr
 from fattr.lrp import CPLRP, AttnLRP, Epsilon, FrozenStd, first
-from tests.conftest import assert_unchanged, state_snapshot
+from tests.conftest import assert_unchanged, directional_derivative, state_snapshot
 
 EXACT = {"epsilon": 0.0, "stabilizer": 0.0}  # LRP-0: Gradient x Input without stabilizers
 
@@ -325,13 +325,7 @@ def test_params_gradient_of_relevance_matches_finite_differences(composite):
     def loss(p):
         return (attr(p, x, 1) * weights).sum()
 
-    grads = torch.func.grad(loss)(params)
-    direction = {k: torch.randn_like(v) for k, v in params.items()}
-    h = 1e-6
-    plus = loss({k: v + h * direction[k] for k, v in params.items()})
-    minus = loss({k: v - h * direction[k] for k, v in params.items()})
-    numeric = (plus - minus) / (2 * h)
-    analytic = sum((grads[k] * direction[k]).sum() for k in params)
+    analytic, numeric, grads = directional_derivative(loss, params)
     torch.testing.assert_close(analytic, numeric, rtol=1e-6, atol=1e-9)
     # the attention and LayerNorm parameters get a derivative (a bias after the last
     # nonlinearity does not: x * modified gradient does not depend on it)
