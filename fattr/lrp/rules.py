@@ -21,6 +21,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fattr.errors import FattrError
@@ -32,8 +33,9 @@ ParamModifier = Callable[[str, Tensor], Tensor]
 def stabilize(z: Tensor, eps: float) -> Tensor:
     """z + eps * sign(z), with sign(0) = +1 (zennit's and captum's stabilizer). With eps = 0
     (LRP-0) an exactly zero z, whose relevance is zero too, divides by 1 instead of 0."""
-    stabilized = z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
-    return stabilized if eps > 0 else torch.where(stabilized == 0, 1.0, stabilized).to(z.dtype)
+    if eps > 0:
+        return torch.where(z >= 0, z + eps, z - eps)
+    return torch.where(z == 0, 1.0, z).to(z.dtype)
 
 
 def _keep(name: str, p: Tensor) -> Tensor:
@@ -106,12 +108,22 @@ class LayerRule:
         for term in self.terms(x):
             modified = term.params(params)
             inp = term.input(x)
-            z, vjp = torch.func.vjp(lambda i, m=modified: op(i, *m), inp)
+            z, vjp = _evaluate(op, inp, modified)
             inputs.append(inp)
             outputs.append(z)
             vjps.append(vjp)
-        grads = [vjp(g)[0] for vjp, g in zip(vjps, self.share(r, outputs))]
+        grads = [vjp(g) for vjp, g in zip(vjps, self.share(r, outputs))]
         return self.reduce(inputs, grads)
+
+
+def _evaluate(op: Op, x: Tensor, params: list[Tensor]) -> tuple[Tensor, Callable[[Tensor], Tensor]]:
+    """(op(x, *params), the vector-Jacobian product in x). A Linear layer's is g @ W, written
+    out: `torch.func.vjp` costs ~0.3 ms of Python per call, the bulk of a small layer's rule."""
+    if op is F.linear:
+        weight = params[0]
+        return op(x, *params), lambda g: g @ weight
+    z, vjp = torch.func.vjp(lambda i: op(i, *params), x)
+    return z, lambda g: vjp(g)[0]
 
 
 @dataclass(frozen=True)
