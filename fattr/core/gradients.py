@@ -42,6 +42,15 @@ def may_be_differentiated(model: Model, params: Params, x: Tensor, target: Targe
     return any(isinstance(t, Tensor) and t.requires_grad for t in seen)
 
 
+def plain_autograd_suffices(model: Model, params: Params, x: Tensor, target: Target,
+                            *tensors: Tensor) -> bool:
+    """Whether a gradient taken now may come from plain `torch.autograd.grad`: no torch.func
+    transform is active (plain autograd cannot run inside `vmap`) and nothing can differentiate
+    the result (`may_be_differentiated`)."""
+    return not retrieve_all_functorch_interpreters() and \
+        not may_be_differentiated(model, params, x, target, *tensors)
+
+
 def gradient_with_aux(objective: Callable[..., tuple[Tensor, Any]],
                       argnums: int | tuple[int, ...], plain: bool) -> Callable[..., tuple]:
     """`torch.func.grad(objective, argnums, has_aux=True)`, or the same from one plain
@@ -80,8 +89,7 @@ def input_gradient(model: Model, params: Params, x: Tensor, target: Target,
     carries a graph when params or x require grad; a plain `autograd.grad` when nothing can
     differentiate the result (`gradient_with_aux`).
     """
-    plain = not retrieve_all_functorch_interpreters() and \
-        not may_be_differentiated(model, params, x, target)
+    plain = plain_autograd_suffices(model, params, x, target)
 
     def score(inputs: Tensor) -> tuple[Tensor, Tensor]:
         chosen = target.select(model(params, inputs), rows)

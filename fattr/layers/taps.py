@@ -20,9 +20,8 @@ from typing import Any, NamedTuple, Union
 
 import torch
 from torch import Tensor, nn
-from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 
-from fattr.core.gradients import gradient_with_aux, may_be_differentiated
+from fattr.core.gradients import gradient_with_aux, plain_autograd_suffices
 from fattr.core.model import Model, Params
 from fattr.core.targets import Target
 from fattr.errors import FattrError, FattrTypeError
@@ -227,8 +226,7 @@ class Tap:
             return chosen.sum(), (acts, chosen)
 
         argnums = (0, 1) if input else 0
-        plain = not retrieve_all_functorch_interpreters() and \
-            not may_be_differentiated(self.model, params, x, target, *start)
+        plain = plain_autograd_suffices(self.model, params, x, target, *start)
         result, (acts, chosen) = gradient_with_aux(objective, argnums, plain)(start, x)
         layer_grads, input_grad = result if input else (result, None)
         if not perturb:
