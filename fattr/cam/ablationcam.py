@@ -6,20 +6,42 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import vjp
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample
 from fattr.cam.scorecam import channel_rows, weighted_channels
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.model import Call, FunctionalModel, Model, ModelFn, Params
 from fattr.layers.taps import LayerSpec
+from fattr.rules.apply import under_rules
 
 
 def one_channel(channel: Tensor, maps: Tensor) -> Tensor:
     """Indicator of channel[r] in row r of (N, C, *s) maps, shaped like the maps."""
     chosen = torch.arange(maps.shape[1], device=maps.device) == channel[:, None]
     return chosen.reshape(*chosen.shape, *([1] * (maps.ndim - 2))).to(maps.dtype).expand(maps.shape)
+
+
+class Replay(nn.Module):
+    """Stands in for the tapped layer in a rewritten copy of the model: returns the value put in
+    `slot` instead of computing the layer (pytorch-grad-cam's trick, without touching the
+    user's module)."""
+
+    def __init__(self, slot: list[Tensor]):
+        super().__init__()
+        self.slot = slot
+
+    def forward(self, *args: object, **kwargs: object) -> Tensor:
+        return self.slot[0]
+
+
+def replaying(model: Model, layer: str, slot: list[Tensor]) -> Model | None:
+    """`model` with `layer` replaced by a `Replay` of `slot`, or None when the model is not a
+    module from `fattr.functional` (then the layer is computed and edited by a tap)."""
+    if not isinstance(model.fn, FunctionalModel):
+        return None
+    return under_rules(model, {layer: lambda module: Replay(slot)})
 
 
 def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = True,
@@ -58,15 +80,34 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
         grid, pullback = vjp(cam.grid, t)  # where each grid channel sits in the raw layout
         return t * (1 - pullback(one_channel(channel, grid))[0])
 
+    slot: list[Tensor] = []
+    replayed = replaying(cam.model, cam.layer, slot)
+
     def compute(params: Params, call: Call) -> Tensor:
         x = call.x
-        out, (raw,) = cam.tap.run(params, x)
+        kinds: list[bool] = []  # whether the layer returned a plain tensor (replayable)
+        layer = cam.tap.module.get_submodule(cam.layer)
+        handle = layer.register_forward_hook(
+            lambda _, __, output: kinds.append(isinstance(output, Tensor)))
+        try:
+            out, (raw,) = cam.tap.run(params, x)
+        finally:
+            handle.remove()
         y = call.target.select(out)
         a = cam.grid(raw)
         example, channel = channel_rows(a)
+        inside = cam.layer + "."
+        outside = {k: v for k, v in params.items() if not k.startswith(inside)}
 
         def chunk(ex: Tensor, ch: Tensor) -> Tensor:
-            ablated, _ = cam.tap.run(params, x[ex], lambda _, t: without(ch, t))
+            if replayed is None or not all(kinds):
+                ablated, _ = cam.tap.run(params, x[ex], lambda _, t: without(ch, t))
+            else:  # the recorded layer output, not the layer computed again
+                slot[:] = [without(ch, raw[ex])]
+                try:
+                    ablated = replayed(outside, x[ex])
+                finally:
+                    slot.clear()
             return call.target.select(ablated, ex)
 
         dropped = chunked(chunk, example, channel, batch_size=batch_size).reshape(a.shape[:2])

@@ -158,6 +158,43 @@ def test_ablationcam_definition(cnn):
     torch.testing.assert_close(got[:, 0], expected, rtol=1e-10, atol=1e-12)
 
 
+def test_ablationcam_does_not_compute_the_layer_again_for_each_ablation(cnn):
+    """The ablated passes replay the recorded layer output (a rewritten copy), so the user's
+    layer runs once per call, not once per chunk of B * C ablations."""
+    net, f, params, x, t = cnn
+    calls = []
+    handle = net[4].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fattr.ablationcam(f, "4", batch_size=2)(params, x, t)
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+
+
+class _TupleOut(torch.nn.Module):
+    """Returns (tensor, extra): the ablated passes must then edit, not replay, the output."""
+
+    def __init__(self, conv: torch.nn.Module):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):
+        return self.conv(x), x.shape[0]
+
+
+def test_ablationcam_layer_returning_a_tuple_matches_the_tensor_layer(cnn):
+    net, f, params, x, t = cnn
+    tupled = torch.nn.Sequential(*net[:4], _TupleOut(net[4]), _First(), *net[5:]).eval()
+    g, p = fattr.functional(tupled)
+    expected = fattr.ablationcam(f, "4", batch_size=5)(params, x, t)
+    torch.testing.assert_close(fattr.ablationcam(g, "4", batch_size=5)(p, x, t), expected)
+
+
+class _First(torch.nn.Module):
+    def forward(self, pair):
+        return pair[0]
+
+
 def test_ablationcam_on_tokens_zeroes_the_feature_of_patch_tokens_only():
     """With tokens_to_grid, channel c is feature c of the patch tokens; CLS stays intact."""
     from tests.cam.models import tiny_vit
