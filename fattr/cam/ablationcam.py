@@ -52,7 +52,9 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
         w_c = (y_t - y_t(A with channel c set to 0)) / y_t,   map = ReLU(sum_c w_c A_c)
 
     Gradient-free. The B * C ablated forward passes run in chunks of `batch_size` mixed across
-    images and channels (pytorch-grad-cam loops over images in Python). With `reshape`, channel
+    images and channels (pytorch-grad-cam loops over images in Python), and they do not compute
+    the layer again: a rewritten copy of the model replays its recorded output with the channel
+    zeroed (a layer that returns a tuple is computed and edited instead). With `reshape`, channel
     c means channel c of the reshaped maps (for ViT: feature c of every patch token, the CLS
     token untouched); `reshape` must then only select and permute elements, as
     `tokens_to_grid` does. pytorch-grad-cam sets the channel to zero only when the layer's
