@@ -6,42 +6,20 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import vjp
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample
 from fattr.cam.scorecam import channel_rows, weighted_channels
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.model import Call, FunctionalModel, Model, ModelFn, Params
+from fattr.core.model import Call, ModelFn, Params
 from fattr.layers.taps import LayerSpec
-from fattr.rules.apply import under_rules
 
 
 def one_channel(channel: Tensor, maps: Tensor) -> Tensor:
     """Indicator of channel[r] in row r of (N, C, *s) maps, shaped like the maps."""
     chosen = torch.arange(maps.shape[1], device=maps.device) == channel[:, None]
     return chosen.reshape(*chosen.shape, *([1] * (maps.ndim - 2))).to(maps.dtype).expand(maps.shape)
-
-
-class Replay(nn.Module):
-    """Stands in for the tapped layer in a rewritten copy of the model: returns the value put in
-    `slot` instead of computing the layer (pytorch-grad-cam's trick, without touching the
-    user's module)."""
-
-    def __init__(self, slot: list[Tensor]):
-        super().__init__()
-        self.slot = slot
-
-    def forward(self, *args: object, **kwargs: object) -> Tensor:
-        return self.slot[0]
-
-
-def replaying(model: Model, layer: str, slot: list[Tensor]) -> Model | None:
-    """`model` with `layer` replaced by a `Replay` of `slot`, or None when the model is not a
-    module from `fattr.functional` (then the layer is computed and edited by a tap)."""
-    if not isinstance(model.fn, FunctionalModel):
-        return None
-    return under_rules(model, {layer: lambda module: Replay(slot)})
 
 
 def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = True,
@@ -54,9 +32,9 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
     Gradient-free. The B * C ablated forward passes run in chunks of `batch_size` mixed across
     images and channels (pytorch-grad-cam loops over images in Python), and they do not compute
     the layer again: a rewritten copy of the model replays its recorded output with the channel
-    zeroed (a layer that returns a tuple is computed and edited instead). With `reshape`, channel
-    c means channel c of the reshaped maps (for ViT: feature c of every patch token, the CLS
-    token untouched); `reshape` must then only select and permute elements, as
+    zeroed (`Tap.replayed`; a layer that returns a tuple is computed and edited instead). With
+    `reshape`, channel c means channel c of the reshaped maps (for ViT: feature c of every patch
+    token, the CLS token untouched); `reshape` must then only select and permute elements, as
     `tokens_to_grid` does. pytorch-grad-cam sets the channel to zero only when the layer's
     minimum is 0 and to (minimum - 1e7) otherwise; fattr always uses zero, as the paper. The
     weights divide by y_t, so a target score near zero gives huge weights (as in the paper).
@@ -82,34 +60,15 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
         grid, pullback = vjp(cam.grid, t)  # where each grid channel sits in the raw layout
         return t * (1 - pullback(one_channel(channel, grid))[0])
 
-    slot: list[Tensor] = []
-    replayed = replaying(cam.model, cam.layer, slot)
-
     def compute(params: Params, call: Call) -> Tensor:
         x = call.x
-        kinds: list[bool] = []  # whether the layer returned a plain tensor (replayable)
-        layer = cam.tap.module.get_submodule(cam.layer)
-        handle = layer.register_forward_hook(
-            lambda _, __, output: kinds.append(isinstance(output, Tensor)))
-        try:
-            out, (raw,) = cam.tap.run(params, x)
-        finally:
-            handle.remove()
+        out, (raw,) = cam.tap.run(params, x)
         y = call.target.select(out)
         a = cam.grid(raw)
         example, channel = channel_rows(a)
-        inside = cam.layer + "."
-        outside = {k: v for k, v in params.items() if not k.startswith(inside)}
 
         def chunk(ex: Tensor, ch: Tensor) -> Tensor:
-            if replayed is None or not all(kinds):
-                ablated, _ = cam.tap.run(params, x[ex], lambda _, t: without(ch, t))
-            else:  # the recorded layer output, not the layer computed again
-                slot[:] = [without(ch, raw[ex])]
-                try:
-                    ablated = replayed(outside, x[ex])
-                finally:
-                    slot.clear()
+            ablated = cam.tap.replayed(params, x[ex], [without(ch, raw[ex])])
             return call.target.select(ablated, ex)
 
         dropped = chunked(chunk, example, channel, batch_size=batch_size).reshape(a.shape[:2])

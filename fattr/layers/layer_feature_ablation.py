@@ -43,16 +43,17 @@ def ablated_scores(tap: Tap, params: Params, call: Call, features: Features, fil
     """Target score with each neuron group of the layer set to `fill`, shape (F, B).
 
     Rows are (group, example) pairs, `batch_size` of them per forward, mixed across groups and
-    examples; each runs the model on its example with the layer's output edited."""
+    examples; each runs the model on its example with the layer's recorded output, edited,
+    in place of the layer (`Tap.replayed`: the layer is not computed again)."""
     count, batch, device = features.count, call.batch, call.x.device
     group = torch.arange(count, device=device).repeat_interleave(batch)
     example = torch.arange(batch, device=device).repeat(count)
     removed = single_feature(features)
+    (recorded,) = tap.read(params, call.x)
 
     def chunk(g: Tensor, b: Tensor) -> Tensor:
-        mask = removed(g, b)
-        out, _ = tap.run(params, call.x[b], lambda _, t: torch.where(mask, fill[b], t))
-        return call.target.select(out, b)
+        edited = torch.where(removed(g, b), fill[b], recorded[b])
+        return call.target.select(tap.replayed(params, call.x[b], [edited]), b)
 
     return chunked(chunk, group, example, batch_size=batch_size).reshape(count, batch)
 

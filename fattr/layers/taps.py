@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from fattr.core.gradients import gradient_with_aux, plain_autograd_suffices
-from fattr.core.model import Model, Params
+from fattr.core.model import FunctionalModel, Model, Params
 from fattr.core.targets import Target
 from fattr.errors import FattrError, FattrTypeError
+from fattr.rules.apply import under_rules
 
 LayerSpec = Union[str, nn.Module]
 Edit = Callable[[int, Tensor], Tensor]
@@ -76,12 +77,13 @@ class _Stop(BaseException):
 
 @contextmanager
 def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str,
-           stop_after: bool = False) -> Iterator[None]:
+           stop_after: bool = False, plain: dict[int, bool] | None = None) -> Iterator[None]:
     """Forward hooks on the named submodules for the duration of the block.
 
     `on_output(i, tensor)` sees the tensor output of layer `names[i]` and returns what the model
     continues with. With `stop_after`, the forward pass ends (silently) once every layer has run.
-    A layer that runs twice raises. The hooks are removed in `finally`.
+    A layer that runs twice raises. `plain[i]` records whether layer i returned a plain tensor
+    (not a tuple). The hooks are removed in `finally`.
     """
     modules = dict(module.named_modules(remove_duplicate=False))
     calls = [0] * len(names)
@@ -94,6 +96,8 @@ def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str
                     f"{method}: layer {names[i]!r} ran {calls[i]} times in one forward pass "
                     "(the module is reused), so it has no single output to tap. Tap a module "
                     "that runs once, such as the block that contains it.")
+            if plain is not None:
+                plain[i] = isinstance(output, Tensor)
             new = on_output(i, _tensor_of(output, names[i], method))
             if stop_after and all(calls):
                 raise _Stop
@@ -110,6 +114,17 @@ def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _Replay(nn.Module):
+    """Stands in for a tapped layer in `Tap.replayed`: returns `slots[index]`."""
+
+    def __init__(self, slots: list[Tensor], index: int):
+        super().__init__()
+        self.slots, self.index = slots, index
+
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        return self.slots[self.index]
 
 
 class Tapped(NamedTuple):
@@ -141,9 +156,12 @@ class Tap:
             raise FattrError(f"{method}: no layers to tap; pass at least one layer name.")
         self.method = method
         self._shapes: dict[tuple, list[tuple[torch.Size, torch.dtype, torch.device]]] = {}
+        self._plain: dict[int, bool] = {}  # whether each layer returned a plain tensor
+        self._slots: list[Tensor] = []     # what the layers return in `replayed`
+        self._replaying: Model | None = None
 
     def _hooked(self, on_output: Edit, stop_after: bool = False):
-        return hooked(self.module, self.names, on_output, self.method, stop_after)
+        return hooked(self.module, self.names, on_output, self.method, stop_after, self._plain)
 
     def shapes(self, params: Params, x: Tensor,
                ) -> list[tuple[torch.Size, torch.dtype, torch.device]]:
@@ -202,6 +220,29 @@ class Tap:
             out = self.model(params, x)
         self._check_ran(seen)
         return out, [seen[i] for i in range(len(self.names))]
+
+    def replayed(self, params: Params, x: Tensor, values: Sequence[Tensor]) -> Any:
+        """The model output with each tapped layer's output replaced by `values[i]`, without
+        computing those layers: a rewritten copy of the module tree (the user's module is not
+        touched) in which each layer returns its value, pytorch-grad-cam's AblationCAM trick.
+        A layer seen returning a tuple (by an earlier `run`, `read` or `shapes`), or a model
+        not from `fattr.functional`, is computed and its output replaced instead."""
+        replayable = isinstance(self.model.fn, FunctionalModel) and \
+            all(self._plain.get(i, False) for i in range(len(self.names)))
+        if not replayable:
+            out, _ = self.run(params, x, lambda i, _: values[i])
+            return out
+        if self._replaying is None:
+            self._replaying = under_rules(self.model, {
+                name: (lambda module, i=i: _Replay(self._slots, i))
+                for i, name in enumerate(self.names)})
+        inside = tuple(name + "." for name in self.names)
+        outside = {k: v for k, v in params.items() if not k.startswith(inside)}
+        self._slots[:] = list(values)
+        try:
+            return self._replaying(outside, x)
+        finally:
+            self._slots.clear()
 
     def gradients(self, params: Params, x: Tensor, target: Target, rows: Tensor | None = None,
                   *, at: Sequence[Tensor] | None = None, input: bool = False) -> Tapped:

@@ -194,6 +194,20 @@ def test_layer_feature_ablation_definition(cnn):
         torch.testing.assert_close(ours[:, mask[0] == g], expected[:, mask[0] == g], **TOL)
 
 
+def test_layer_feature_ablation_replays_the_layer_instead_of_computing_it(cnn):
+    """The ablated passes run a rewritten copy whose layer returns the recorded, edited output:
+    the user's layer runs in the shape probe, the 2 chunks scoring the 3 plain inputs and the
+    reading pass only, not in the 144 chunks of ablations (96 neurons x 3 examples / 2)."""
+    net, f, params, x, _ = cnn
+    calls = []
+    handle = net[4].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fattr.layer_feature_ablation(f, "4", batch_size=2)(params, x, TARGET)
+    finally:
+        handle.remove()
+    assert len(calls) == 4
+
+
 def test_batch_size_invariance(cnn):
     _, f, params, x, _ = cnn
     mask = torch.randint(0, 7, (3, 6, 1, 4), generator=seeded(14))  # 7 groups per example
