@@ -115,3 +115,14 @@ def directional_derivative(loss: Callable[[dict[str, Tensor]], Tensor],
     minus = loss({k: v - h * direction[k] for k, v in params.items()})
     analytic = sum((grads[k] * direction[k]).sum() for k in params)
     return Directional(analytic, (plus - minus) / (2 * h), grads)  # type: ignore[arg-type]
+
+
+def forward_calls(module: nn.Module, fn: Callable[[], object]) -> int:
+    """How many times `module` runs its forward while `fn()` runs (a temporary hook)."""
+    calls: list[int] = []
+    handle = module.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return len(calls)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import fattr
 from tests.cam.models import relu_net
-from tests.conftest import resnet18, small_cnn
+from tests.conftest import forward_calls, resnet18, small_cnn
 
 
 def layer_and_gradient(net, layer, x, target):
@@ -162,13 +162,7 @@ def test_ablationcam_does_not_compute_the_layer_again_for_each_ablation(cnn):
     """The ablated passes replay the recorded layer output (a rewritten copy), so the user's
     layer runs once per call, not once per chunk of B * C ablations."""
     net, f, params, x, t = cnn
-    calls = []
-    handle = net[4].register_forward_hook(lambda *_: calls.append(1))
-    try:
-        fattr.ablationcam(f, "4", batch_size=2)(params, x, t)
-    finally:
-        handle.remove()
-    assert len(calls) == 1
+    assert forward_calls(net[4], lambda: fattr.ablationcam(f, "4", batch_size=2)(params, x, t)) == 1
 
 
 class _TupleOut(torch.nn.Module):

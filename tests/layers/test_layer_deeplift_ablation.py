@@ -16,6 +16,7 @@ import fattr
 from tests.conftest import (
     assert_unchanged,
     directional_derivative,
+    forward_calls,
     mlp,
     resnet18,
     small_cnn,
@@ -199,13 +200,8 @@ def test_layer_feature_ablation_replays_the_layer_instead_of_computing_it(cnn):
     the user's layer runs in the shape probe, the 2 chunks scoring the 3 plain inputs and the
     reading pass only, not in the 144 chunks of ablations (96 neurons x 3 examples / 2)."""
     net, f, params, x, _ = cnn
-    calls = []
-    handle = net[4].register_forward_hook(lambda *_: calls.append(1))
-    try:
-        fattr.layer_feature_ablation(f, "4", batch_size=2)(params, x, TARGET)
-    finally:
-        handle.remove()
-    assert len(calls) == 4
+    ablation = fattr.layer_feature_ablation(f, "4", batch_size=2)
+    assert forward_calls(net[4], lambda: ablation(params, x, TARGET)) == 4
 
 
 def test_batch_size_invariance(cnn):
