@@ -17,11 +17,9 @@ from `benchmarks.harness.compare`.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import captum.attr as ca
@@ -31,24 +29,9 @@ import torchvision
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fattr
-from benchmarks.harness import compare, markdown
+from benchmarks.harness import compare, markdown, median_times
 from tests.conftest import randomize_batchnorm
 from tests.rules.captum_reference import dedupe_relus
-
-
-def cpu_times(fns: dict[str, Callable[[], object]], rounds: int,
-              warmup: int = 2) -> dict[str, float]:
-    """Median CPU time of each function over interleaved rounds, after `warmup` calls each."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.process_time()
-            fn()
-            times[name].append(time.process_time() - start)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def tables(batch: int, size: int, references: int = 4, rounds: int = 5,
@@ -108,7 +91,7 @@ def tables(batch: int, size: int, references: int = 4, rounds: int = 5,
     for name, (fns, rows) in groups.items():
         reference = f"raw forward+backward ({rows} rows)"
         fns = {reference: raw(rows), **fns}
-        times = cpu_times(fns, rounds)
+        times = median_times(fns, rounds, clock=time.process_time)
         table = compare(fns, reference=reference, rounds=1, warmup=0)  # for peak memory
         for row in table:
             row.update(time_s=times[row["name"]], time_ratio=times[row["name"]] / times[reference])
