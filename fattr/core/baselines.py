@@ -7,7 +7,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from fattr.core.checks import broadcasts_to
+from fattr.core.checks import check_broadcasts
 from fattr.errors import FattrError
 
 BaselineSpec = Tensor | float | int | None
@@ -23,11 +23,9 @@ def baseline_like(baseline: BaselineSpec, x: Tensor, method: str, name: str = "b
     if not isinstance(baseline, Tensor):
         raise FattrError(f"{method}: {name} must be None, a number or a tensor broadcastable to "
                          f"x, got {type(baseline).__name__}.")
-    if not broadcasts_to(baseline, x.shape):
-        raise FattrError(
-            f"{method}: {name} of shape {tuple(baseline.shape)} does not broadcast to x of shape "
-            f"{tuple(x.shape)}. Pass one baseline per example {tuple(x.shape)}, one shared "
-            f"baseline {tuple(x.shape[1:])}, or a number.")
+    check_broadcasts(baseline, x.shape, name, method, "x",
+                     f"Pass one baseline per example {tuple(x.shape)}, one shared baseline "
+                     f"{tuple(x.shape[1:])}, or a number.")
     return baseline.to(dtype=x.dtype, device=x.device).expand(x.shape)
 
 

@@ -64,6 +64,15 @@ def broadcasts_to(t: Tensor, shape: torch.Size) -> bool:
         return False
 
 
+def check_broadcasts(t: Tensor, shape: torch.Size, name: str, method: str, target: str,
+                     fix: str) -> None:
+    """Raise unless `t` broadcasts to `shape`: "{method}: {name} of shape ... does not broadcast
+    to {target}, of shape .... {fix}" (the message names what it needed and how to pass it)."""
+    if not broadcasts_to(t, shape):
+        raise FattrError(f"{method}: {name} of shape {tuple(t.shape)} does not broadcast to "
+                         f"{target} of shape {tuple(shape)}. {fix}")
+
+
 def check_count(value: object, name: str, method: str, minimum: int = 1) -> int:
     """A configuration count (steps, samples, features): an int >= `minimum`."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

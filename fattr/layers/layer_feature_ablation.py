@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.checks import broadcasts_to
+from fattr.core.checks import check_broadcasts
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.model import Call, ModelFn, Params, as_model, attribution
 from fattr.errors import FattrError
@@ -20,12 +20,11 @@ from fattr.perturbation.features import Features, feature_groups
 
 def _check_fits(value: object, arg: str, shape: torch.Size, tap: Tap) -> None:
     """A per-call tensor must broadcast to the layer output (said in the layer's terms)."""
-    if isinstance(value, Tensor) and not broadcasts_to(value, shape):
-        raise FattrError(
-            f"{tap.method}: {arg} of shape {tuple(value.shape)} does not broadcast to the output "
-            f"of layer {tap.names[0]!r}, of shape {tuple(shape)}. Pass one per example "
-            f"{tuple(shape)}, one shared {tuple(shape[1:])}, or any shape that broadcasts, such "
-            f"as (1, C, 1, 1) for whole channels of a conv layer.")
+    if isinstance(value, Tensor):
+        check_broadcasts(value, shape, arg, tap.method, f"the output of layer {tap.names[0]!r},",
+                         f"Pass one per example {tuple(shape)}, one shared {tuple(shape[1:])}, "
+                         "or any shape that broadcasts, such as (1, C, 1, 1) for whole channels "
+                         "of a conv layer.")
 
 
 def _check_mask(layer_mask: object, method: str) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from fattr.core.checks import broadcasts_to, concrete
+from fattr.core.checks import check_broadcasts, concrete
 from fattr.errors import FattrError
 
 
@@ -66,12 +66,10 @@ def feature_groups(feature_mask: Tensor | None, x: Tensor, method: str) -> Featu
             feature_mask.dtype == torch.bool:
         raise FattrError(f"{method}: feature_mask must hold integer feature ids, got dtype "
                          f"{feature_mask.dtype}. Convert it with feature_mask.long().")
-    if not broadcasts_to(feature_mask, x.shape):
-        raise FattrError(
-            f"{method}: feature_mask of shape {tuple(feature_mask.shape)} does not broadcast to x "
-            f"of shape {tuple(x.shape)}. Pass one mask per example {tuple(x.shape)}, one shared "
-            f"mask {tuple(x.shape[1:])}, or any shape that broadcasts, such as "
-            f"(1, 1, H, W) for every channel of an image.")
+    check_broadcasts(feature_mask, x.shape, "feature_mask", method, "x",
+                     f"Pass one mask per example {tuple(x.shape)}, one shared mask "
+                     f"{tuple(x.shape[1:])}, or any shape that broadcasts, such as (1, 1, H, W) "
+                     "for every channel of an image.")
     # The feature count fixes shapes, so it is read from the values (under vmap over masks: the
     # ids of all of them); the element-to-feature map keeps the mask's own (maybe vmapped) form.
     ids = torch.unique(concrete(feature_mask).to(x.device))
