@@ -32,7 +32,7 @@ takes three inputs and owns a submodule, and LayerNorm's rule needs its configur
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +49,13 @@ from fattr.rules.rewrite import RuleModule
 def _tensors(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:
     """`module`'s own non-None parameters, by name (with `prefix`)."""
     return {prefix + k: v for k, v in module._parameters.items() if v is not None}
+
+
+def times_input(fn: Callable[[Tensor], Tensor], x: Tensor, r: Tensor, epsilon: float) -> Tensor:
+    """R_x = x * J^T (R_y / stab(y)) with y = fn(x), J its Jacobian at x: the Gradient x Input
+    form of a rule whose modified Jacobian is that of `fn`."""
+    y, vjp = torch.func.vjp(fn, x)
+    return x * vjp(r / stabilize(y, epsilon))[0]
 
 
 # LayerNorm ---------------------------------------------------------------------------------
@@ -96,8 +103,7 @@ class FrozenStd:
     def relevance(self, op: NormOp, x: Tensor, params: Mapping[str, Tensor], r: Tensor
                   ) -> Tensor:
         std = op.std(x)  # a constant of the inner vjp only
-        y, vjp = torch.func.vjp(lambda i: op.normalize(i, std, params), x)
-        return x * vjp(r / stabilize(y, self.epsilon))[0]
+        return times_input(lambda i: op.normalize(i, std, params), x, r, self.epsilon)
 
 
 class NormLayer(RuleModule):
@@ -235,8 +241,8 @@ class CPLRP(AttentionRule):
 
     def relevance(self, op: AttentionOp, x: Tensor, params: Mapping[str, Tensor], r: Tensor
                   ) -> Tensor:
-        y, vjp = torch.func.vjp(lambda v: op.attend(x, x, v, params), x)  # x: the weights'
-        return x * vjp(r / stabilize(y, self.epsilon))[0]
+        # the query and key inputs are the forward value x: the weights are constants
+        return times_input(lambda v: op.attend(x, x, v, params), x, r, self.epsilon)
 
 
 class NoRelevance:
