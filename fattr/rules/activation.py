@@ -63,12 +63,9 @@ def keep_where_positive(g: Tensor, v: Tensor) -> Tensor:
 def reads_indices(backward: Backward) -> Backward:
     """Marks a max-pooling rule that reads the forward pass's argmax indices: `fn` then runs with
     `return_indices=True` and the rule gets y = (values, indices), so it needs no second pooling
-    to route gradients."""
-    @functools.wraps(backward)
-    def marked(*args: Any, **kwargs: Any) -> Tensor:
-        return backward(*args, **kwargs)
-    marked.reads_indices = True  # type: ignore[attr-defined]
-    return marked
+    to route gradients. `backward` is marked in place (a function or a `functools.partial`)."""
+    backward.reads_indices = True  # type: ignore[attr-defined]
+    return backward
 
 
 def apply_rule(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
