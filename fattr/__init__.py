@@ -31,12 +31,18 @@ from fattr.rules import *  # noqa: F403
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # fattr.viz imports matplotlib (an extra) only when first used
-    if name == "viz":
+# Subpackages with optional dependencies (matplotlib, transformers, torch.distributed, ...) are
+# imported when first used, so `import fattr` needs only torch, numpy and einops.
+_LAZY = ("viz", "llm", "influence", "concepts", "robust", "run")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
         import importlib
 
-        return importlib.import_module("fattr.viz")
+        return importlib.import_module(f"fattr.{name}")
     raise AttributeError(f"module 'fattr' has no attribute {name!r}")
+
 
 __all__ = [
     "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "functional",

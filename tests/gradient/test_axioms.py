@@ -69,4 +69,5 @@ def test_smoothgrad_with_zero_noise_is_the_wrapped_method():
     sal = fattr.saliency(f, abs=False)
     sg = fattr.smoothgrad(sal, samples=3, stdev=0.0)(params, x, 1)
     torch.testing.assert_close(sg, sal(params, x, 1))
-    assert fattr.vargrad(sal, samples=3, stdev=0.0)(params, x, 1).abs().max() == 0
+    # the mean of three equal float64 gradients may differ from each in the last bit
+    assert fattr.vargrad(sal, samples=3, stdev=0.0)(params, x, 1).abs().max() < 1e-24
