@@ -1,0 +1,70 @@
+"""The attribution methods of `fattr.llm.attribute`, each one of fattr's own methods run over
+all target tokens at once: `torch.func.vmap` over the T + 1 score columns (T tokens and the
+sequence). The model's forward pass does not depend on the target, so under that vmap it runs
+once; only the backward pass (gradient methods) or the target selection and the solver
+(perturbation methods) are batched.
+
+Gradient methods attribute the input embeddings x (B, N, d) of the `Embedded` model;
+perturbation methods a presence vector (B, F) of the `Masked` model (1 keeps a feature, 0 puts
+the baseline embedding at its tokens).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import fattr
+from fattr.errors import FattrTypeError
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one method runs: its fattr constructor, whether it differentiates (x is the input
+    embeddings) or perturbs (x is the presence vector), and its per-call arguments."""
+
+    build: Callable[..., Callable[..., Tensor]]
+    gradient: bool
+    per_call: tuple[str, ...] = ()
+    renames: tuple[tuple[str, str], ...] = ()   # llm keyword -> fattr keyword
+
+
+METHODS = {
+    "saliency": Method(fattr.saliency, True),
+    "input_x_gradient": Method(fattr.input_x_gradient, True),
+    "integrated_gradients": Method(fattr.integrated_gradients, True, ("baseline",),
+                                   (("quadrature", "method"),)),
+    "gradient_shap": Method(fattr.gradient_shap, True, ("baselines", "generator")),
+    "feature_ablation": Method(fattr.feature_ablation, False, ("baseline",)),
+    "shapley_value_sampling": Method(fattr.shapley_value_sampling, False,
+                                     ("baseline", "generator")),
+    "lime": Method(fattr.lime, False, ("baseline", "generator")),
+    "kernel_shap": Method(fattr.kernel_shap, False, ("baseline", "generator")),
+}
+
+
+def constructor_kwargs(method: str, spec: Method, given: dict[str, Any],
+                       caller: str) -> dict[str, Any]:
+    """`method_kwargs` checked against the fattr constructor's keyword arguments."""
+    renamed = dict(spec.renames)
+    taken = {n for n in inspect.signature(spec.build).parameters if n not in ("f", "output")}
+    allowed = (taken - set(renamed.values())) | set(renamed)
+    unknown = sorted(set(given) - allowed - {"batch_size"})
+    if unknown:
+        raise FattrTypeError(f"{caller}: method {method!r} takes no argument {unknown[0]!r}; its "
+                             f"arguments are {', '.join(sorted(allowed)) or 'none'} (see "
+                             f"fattr.{spec.build.__name__}).")
+    return {renamed.get(k, k): v for k, v in given.items()}
+
+
+def over_targets(attr: Callable[..., Tensor], params: dict, x: Tensor, columns: Tensor,
+                 chunk: int | None, **per_call: Any) -> Tensor:
+    """attr for every row of `columns` (K, B) -> (K, B, ...), the model's forward run once per
+    chunk of `chunk` rows (None: all at once). Random draws are shared by all K targets."""
+    return torch.func.vmap(lambda c: attr(params, x, c, **per_call), randomness="same",
+                           chunk_size=chunk)(columns)

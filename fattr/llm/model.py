@@ -1,0 +1,151 @@
+"""The language model as fattr model functions: teacher-forced scores of the target tokens.
+
+`TeacherForced` runs the user's model once on prompt + continuation (as input embeddings) and
+returns the scores (B, T + 1) of the T target tokens and of the whole sequence. By causality,
+position L - 1 + t of the teacher-forced pass equals what the model computes on the prefix
+prompt + target[:t], which is the pass captum makes once per target token. `Masked` puts the
+baseline at the positions of the features a presence vector removes, for perturbation methods.
+Both are new modules around the user's model (which is their child and is not modified);
+`fattr.functional` makes them model functions.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fattr.core.checks import check_eval_mode
+from fattr.errors import FattrError, FattrTypeError
+from fattr.llm.scores import Score
+
+
+def input_embeddings(model: nn.Module, method: str) -> nn.Embedding:
+    """`model.get_input_embeddings()`, or a TypeError that says what is needed."""
+    if not isinstance(model, nn.Module):
+        raise FattrTypeError(f"{method}: model must be a torch.nn.Module (a HuggingFace causal "
+                             f"LM), got {type(model).__name__}.")
+    getter = getattr(model, "get_input_embeddings", None)
+    try:
+        embeddings = getter() if callable(getter) else None
+    except NotImplementedError:
+        embeddings = None
+    if not isinstance(embeddings, nn.Module):
+        raise FattrTypeError(
+            f"{method}: the model {type(model).__name__} has no input embeddings: "
+            "model.get_input_embeddings() must return the token embedding module (as every "
+            "HuggingFace model does), because attributions are taken at the embedded tokens.")
+    return embeddings
+
+
+def vocabulary_size(embeddings: nn.Module) -> int:
+    weight = getattr(embeddings, "weight", None)
+    return int(getattr(embeddings, "num_embeddings", 0) or (weight.shape[0] if weight is not None
+                                                            else 0))
+
+
+def accepts(model: nn.Module, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def logits_of(out: Any) -> Tensor:
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if logits is None and isinstance(out, (tuple, list)):
+        logits = out[0]
+    if not isinstance(logits, Tensor):
+        raise FattrTypeError(f"fattr.llm: the model returned {type(out).__name__}; expected "
+                             "logits of shape (B, L, V), as a tensor or under .logits.")
+    return logits
+
+
+def rows(t: Tensor | None, n: int) -> Tensor | None:
+    """A per-example tensor for n rows: one shared row (1, ...) is expanded to n."""
+    if t is None or t.shape[0] == n:
+        return t
+    return t.expand(n, *t.shape[1:])
+
+
+class TeacherForced(nn.Module):
+    """`forward(embeds, targets, attention_mask=None, position_ids=None) -> (B, T + 1)`: the
+    score of each target token (predicted at the last T positions of `embeds`) and of the
+    sequence. `targets` (B, T) holds token ids, -1 for padding."""
+
+    def __init__(self, model: nn.Module, score: Score):
+        super().__init__()
+        self.model = model
+        self.score = score
+        self.keep = accepts(model, "logits_to_keep")  # HF: the LM head on the last T only
+        self.positions = accepts(model, "position_ids")
+        self.cache = accepts(model, "use_cache")
+
+    def embed(self, ids: Tensor) -> Tensor:
+        return self.model.get_input_embeddings()(ids)
+
+    def forward(self, embeds: Tensor, targets: Tensor, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None) -> Tensor:
+        n, steps = embeds.shape[0], targets.shape[1]
+        kwargs: dict[str, Any] = {}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = rows(attention_mask, n)
+        if position_ids is not None and self.positions:
+            kwargs["position_ids"] = rows(position_ids, n)
+        if self.keep:
+            kwargs["logits_to_keep"] = steps
+        if self.cache:
+            kwargs["use_cache"] = False
+        logits = logits_of(self.model(inputs_embeds=embeds, **kwargs))
+        return self.score(logits[:, -steps:], rows(targets, n))
+
+
+class Embedded(nn.Module):
+    """`forward(x, context, groups, targets, ...) -> (B, T + 1)`: the scores with the input
+    embeddings `x` (B, N, d) at feature positions (`groups` >= 0) and `context` elsewhere. The
+    gradient methods differentiate `x`: context positions (the continuation, tokens outside
+    every feature) get exactly zero gradient, so a baseline needs to cover features only."""
+
+    def __init__(self, scorer: TeacherForced):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, x: Tensor, context: Tensor, groups: Tensor, targets: Tensor,
+                attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                ) -> Tensor:
+        n = x.shape[0]
+        embeds = torch.where(rows(groups, n).unsqueeze(-1) >= 0, x, rows(context, n))
+        return self.scorer(embeds, targets, attention_mask, position_ids)
+
+
+class Masked(nn.Module):
+    """`forward(present, ids, groups, base, targets, ...) -> (B, T + 1)`: the scores with the
+    features that `present` (B, F) marks 0 replaced by the baseline embedding `base`. `groups`
+    (B, N) gives the feature of each position of `ids` (B, N), -1 for positions never replaced."""
+
+    def __init__(self, scorer: TeacherForced):
+        super().__init__()
+        self.scorer = scorer
+
+    def forward(self, present: Tensor, ids: Tensor, groups: Tensor, base: Tensor,
+                targets: Tensor, attention_mask: Tensor | None = None,
+                position_ids: Tensor | None = None) -> Tensor:
+        n = present.shape[0]
+        groups = rows(groups, n)
+        kept = (groups < 0) | present.gather(1, groups.clamp_min(0)).bool()
+        embeds = torch.where(kept.unsqueeze(-1), self.scorer.embed(rows(ids, n)), base)
+        return self.scorer(embeds, targets, attention_mask, position_ids)
+
+
+def check_model(model: nn.Module, method: str) -> nn.Module:
+    """The input embeddings of an eval-mode model."""
+    embeddings = input_embeddings(model, method)
+    check_eval_mode(model, method)
+    if any(m.training for m in model.modules()):  # HF attention dropout is not a module
+        raise FattrError(f"{method}: the model is in training mode (dropout would make the "
+                         "attributions random). Call model.eval() before attributing.")
+    return embeddings
