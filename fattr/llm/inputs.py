@@ -51,7 +51,7 @@ def as_ids(value: Any, vocab: int, what: str, method: str) -> Tensor:
     low, high = int(value.min()), int(value.max())
     if low < 0 or high >= vocab:
         bad = low if low < 0 else high
-        raise FattrError(f"{method}: {what} holds the token id {bad}, outside the model's "
+        raise FattrError(f"{method}: the {what} holds the token id {bad}, outside the model's "
                          f"vocabulary of {vocab} ids (0..{vocab - 1}). Check that the tokenizer "
                          "belongs to the model.")
     return value.long().cpu()
