@@ -11,8 +11,10 @@ from torch.func import vjp
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample
 from fattr.cam.scorecam import channel_rows, weighted_channels
+from fattr.core.call import Call
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.inputs import rows_of
+from fattr.core.model import ModelFn, Params
 from fattr.layers.taps import LayerSpec
 
 
@@ -61,18 +63,19 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
         return t * (1 - pullback(one_channel(channel, grid))[0])
 
     def compute(params: Params, call: Call) -> Tensor:
-        x = call.x
-        out, (raw,) = cam.tap.run(params, x)
+        out, recorded = cam.tap.run(params, call, call.inputs)
+        raw = cam.tap.one(recorded)
         y = call.target.select(out)
         a = cam.grid(raw)
         example, channel = channel_rows(a)
 
         def chunk(ex: Tensor, ch: Tensor) -> Tensor:
-            ablated = cam.tap.replayed(params, x[ex], [without(ch, raw[ex])])
+            ablated = cam.tap.replayed(params, call, rows_of(call.inputs, ex), ex,
+                                       [without(ch, raw[ex])])
             return call.target.select(ablated, ex)
 
         dropped = chunked(chunk, example, channel, batch_size=batch_size).reshape(a.shape[:2])
         weights = (y.unsqueeze(1) - dropped) / y.unsqueeze(1)
-        return cam.finish(weighted_channels(weights, a), x)
+        return cam.finish(weighted_channels(weights, a), call)
 
     return cam.attribution(compute, ablationcam.__doc__)

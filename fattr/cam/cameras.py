@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, resize
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.call import Call
+from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
 from fattr.layers.taps import LayerSpec
 
@@ -68,11 +69,11 @@ def cameras(f: ModelFn, layer: LayerSpec, scales: Sequence[float] = REFERENCE_SC
         size = x.shape[2:]
         total_a = total_g = None
         for factor in scales:
-            a, g = cam.maps(params, rescale(x, factor), call.target)
+            a, g = cam.maps(params, call, (rescale(x, factor),))
             a, g = resize(a, size, "bilinear", "cameras"), resize(g, size, "bilinear", "cameras")
             total_a = a if total_a is None else total_a + a
             total_g = g if total_g is None else total_g + g
         n = len(scales)
-        return cam.finish(((total_a / n) * (total_g / n)).sum(1), x)
+        return cam.finish(((total_a / n) * (total_g / n)).sum(1), call)
 
     return cam.attribution(compute, cameras.__doc__, gradient=True)

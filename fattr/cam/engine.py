@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution, functional
-from fattr.core.targets import Target
+from fattr.core.call import Call, attribution
+from fattr.core.inputs import Inputs
+from fattr.core.model import ModelFn, Params, as_model, functional
 from fattr.errors import FattrError, FattrTypeError
 from fattr.layers.taps import LayerSpec, Tap
 
@@ -99,25 +100,34 @@ class LayerCam:
                 "reshape=fattr.tokens_to_grid(...) for transformer tokens.")
         return maps
 
-    def activations(self, params: Params, x: Tensor) -> Tensor:
-        return self.grid(self.tap.read(params, x)[0])
+    def activations(self, params: Params, call: Call, inputs: Inputs | None = None,
+                    rows: Tensor | None = None) -> Tensor:
+        """A: the layer's activations (B, C, *s) for the call's inputs (or rows of others)."""
+        inputs = call.inputs if inputs is None else inputs
+        return self.grid(self.tap.one(self.tap.read(params, call, inputs, rows)))
 
-    def maps(self, params: Params, x: Tensor, target: Target) -> tuple[Tensor, Tensor]:
+    def maps(self, params: Params, call: Call, inputs: Inputs | None = None,
+             rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(A, G): the layer's activations and the target score's gradient, both (B, C, *s)."""
-        tapped = self.tap.gradients(params, x, target)
-        return self.grid(tapped.activations[0]), self.grid(tapped.gradients[0])
+        inputs = call.inputs if inputs is None else inputs
+        tapped = self.tap.gradients(params, call, inputs, rows)
+        return self.grid(self.tap.one(tapped.activations)), \
+            self.grid(self.tap.one(tapped.gradients))
 
-    def finish(self, cam: Tensor, x: Tensor) -> Tensor:
-        """(B, *s) -> (B, 1, *s) with the optional ReLU, upsampled to x's spatial size."""
+    def finish(self, cam: Tensor, call: Call) -> Tensor:
+        """(B, *s) -> (B, 1, *s) with the optional ReLU, upsampled to the spatial size of the
+        (first) input."""
         cam = cam.unsqueeze(1)
         if self.relu:
             cam = F.relu(cam)
-        return resize(cam, x.shape[2:], self.mode, self.method) if self.mode else cam
+        return resize(cam, call.first.shape[2:], self.mode, self.method) if self.mode else cam
 
-    def empty(self, x: Tensor) -> Tensor:
+    def empty(self, call: Call) -> Tensor:
+        x = call.first
         if self.mode:
             return x.new_zeros((0, 1, *x.shape[2:]))
-        (shape, dtype, device), *_ = self.tap.shapes(functional(self.tap.module)[1], x)
+        (shape, dtype, device), *_ = self.tap.shapes(functional(self.tap.module)[1], call,
+                                                     call.inputs)
         maps = self.grid(torch.zeros(shape, dtype=dtype, device=device))
         return maps.new_zeros((0, 1, *maps.shape[2:]))
 
@@ -134,10 +144,10 @@ def cam_method(f: ModelFn, layer: LayerSpec, combine: Combine, *, relu: bool, up
 
     def compute(params: Params, call: Call) -> Tensor:
         if uses_gradient:
-            a, g = cam.maps(params, call.x, call.target)
+            a, g = cam.maps(params, call)
         else:
-            a, g = cam.activations(params, call.x), None
-        return cam.finish(combine(a, g), call.x)
+            a, g = cam.activations(params, call), None
+        return cam.finish(combine(a, g), call)
 
     return cam.attribution(compute, doc)
 

@@ -8,7 +8,8 @@ from typing import Any
 from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample, spatial
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.call import Call
+from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
 from fattr.layers.taps import LayerSpec
 
@@ -33,10 +34,10 @@ def fem(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = Tr
     cam = LayerCam(f, layer, relu, upsample, reshape, output, "fem")
 
     def compute(params: Params, call: Call) -> Tensor:
-        a = cam.activations(params, call.x)
+        a = cam.activations(params, call)
         axes = spatial(a)
         threshold = a.mean(axes, keepdim=True) + k * a.std(axes, correction=0, keepdim=True)
         weights = (a > threshold).to(a.dtype).mean(axes, keepdim=True)
-        return cam.finish((weights * a).sum(1), call.x)
+        return cam.finish((weights * a).sum(1), call)
 
     return cam.attribution(compute, fem.__doc__)

@@ -9,8 +9,9 @@ import torch
 from torch import Tensor, nn
 
 from fattr.cam.engine import minmax, resize
-from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
-from fattr.core.targets import Target, TargetSpec
+from fattr.core.call import Call, attribution, finish, prepare
+from fattr.core.model import Model, ModelFn, Params, as_model
+from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
 from fattr.layers.taps import Tap
 
@@ -46,11 +47,10 @@ def _bias(params: Params, module: nn.Module, name: str, out: Tensor, method: str
     return bias.reshape(-1, *([1] * (out.ndim - 2)))
 
 
-def full_gradients(model: Model, tap: Tap, params: Params, x: Tensor, target: Target,
-                   ) -> dict[str, Tensor]:
+def full_gradients(model: Model, tap: Tap, params: Params, call: Call) -> dict[str, Tensor]:
     """{'input': x * df/dx, layer: df/d(layer output) * bias for every bias layer}."""
-    tapped = tap.gradients(params, x, target, input=True)
-    terms = {"input": x * tapped.input_gradient}
+    tapped = tap.gradients(params, call, (call.x,), input=True)
+    terms = {"input": call.x * tapped.input_gradient[0]}
     for name, g, out in zip(tap.names, tapped.gradients, tapped.activations):
         terms[name] = g * _bias(params, tap.module, name, out, model.method)
     return terms
@@ -66,7 +66,8 @@ def _tap(model: Model, method: str) -> Tap:
 
 
 def fullgrad_terms(f: ModelFn, params: Params, x: Tensor, target: TargetSpec = None, *,
-                   output: Callable[[Any], Tensor] | None = None) -> dict[str, Tensor]:
+                   output: Callable[[Any], Tensor] | None = None, model_args: Any = (),
+                   model_kwargs: dict[str, Any] | None = None) -> dict[str, Tensor]:
     """FullGrad's full-gradient decomposition of the target score, one tensor per term.
 
     Returns {"input": x * grad_x y, name: grad_z y * b for every layer `name` that adds a bias
@@ -82,7 +83,8 @@ def fullgrad_terms(f: ModelFn, params: Params, x: Tensor, target: TargetSpec = N
     """
     model = as_model(f, output, "fullgrad_terms")
     tap = _tap(model, "fullgrad_terms")
-    return full_gradients(model, tap, params, x, model.target(target, x))
+    call = prepare(model, x, target, model_args, model_kwargs)  # checks the eval mode first
+    return finish(model, full_gradients(model, tap, params, call))
 
 
 def fullgrad(f: ModelFn, *, output: Callable[[Any], Tensor] | None = None,
@@ -117,11 +119,11 @@ def fullgrad(f: ModelFn, *, output: Callable[[Any], Tensor] | None = None,
     def compute(params: Params, call: Call) -> Tensor:
         x = call.x
         total = x.new_zeros((x.shape[0], 1, *x.shape[2:]))
-        for term in full_gradients(model, tap, params, x, call.target).values():
+        for term in full_gradients(model, tap, params, call).values():
             if term.ndim == x.ndim:
                 psi = minmax(term.abs(), tuple(range(1, term.ndim)), 1e-6)
                 total = total + resize(psi, x.shape[2:], "bilinear", "fullgrad").sum(1, True)
         return total
 
-    empty = lambda x: x.new_zeros((0, 1, *x.shape[2:]))
+    empty = lambda call: call.x.new_zeros((0, 1, *call.x.shape[2:]))
     return attribution(model, compute, empty=empty, doc=fullgrad.__doc__)

@@ -9,9 +9,10 @@ import torch
 from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample, minmax, resize, spatial
+from fattr.core.call import Call
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import scores
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.inputs import rows_of
+from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
 from fattr.layers.taps import LayerSpec
 
@@ -63,18 +64,18 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
     cam = LayerCam(f, layer, relu, upsample, reshape, output, "scorecam")
 
     def compute(params: Params, call: Call) -> Tensor:
-        x = call.x
-        a = cam.activations(params, x)
+        x, *others = call.inputs  # the masks apply to the first input
+        a = cam.activations(params, call)
         example, channel = channel_rows(a)
 
         def chunk(ex: Tensor, ch: Tensor) -> Tensor:
             masks = resize(a[ex, ch].unsqueeze(1), x.shape[2:], "bilinear", "scorecam",
                            align_corners)
             masks = minmax(masks, spatial(masks), 1e-8)
-            return scores(cam.model, params, x[ex] * masks, call.target, ex)
+            return call.score(cam.model, params, (x[ex] * masks, *rows_of(others, ex)), ex)
 
         kept = chunked(chunk, example, channel, batch_size=batch_size)
         weights = kept.reshape(a.shape[:2]).softmax(1)
-        return cam.finish(weighted_channels(weights, a), x)
+        return cam.finish(weighted_channels(weights, a), call)
 
     return cam.attribution(compute, scorecam.__doc__, gradient=True)

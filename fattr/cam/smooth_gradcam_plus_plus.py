@@ -10,10 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample, spatial
+from fattr.core.call import Call
 from fattr.core.checks import check_count, check_non_negative
-from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import fold
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.chunking import check_batch_size, path_sum
+from fattr.core.inputs import rows_of
+from fattr.core.model import ModelFn, Params
 from fattr.layers.taps import LayerSpec
 
 
@@ -82,18 +83,17 @@ def smooth_gradcam_plus_plus(f: ModelFn, layer: LayerSpec, n_samples: int = 4,
 
     def compute(params: Params, call: Call, *, generator: torch.Generator | None = None,
                 ) -> Tensor:
-        x = call.x
+        x, *others = call.inputs  # the noise goes on the first input
         noise = torch.randn((n_samples, *x.shape), generator=generator, dtype=x.dtype,
                             device=x.device)
-        rows, example = fold(x + stdev * noise)
 
-        def moments(inputs: Tensor, index: Tensor) -> Tensor:
-            g = cam.grid(cam.tap.gradients(params, inputs, call.target, index).gradients[0])
-            return torch.stack((g, g.square(), g.pow(3)), 1)
+        def moments(step: Tensor, example: Tensor) -> Tensor:
+            noisy = (x[example] + stdev * noise[step, example], *rows_of(others, example))
+            g = cam.maps(params, call, noisy, example)[1]
+            return torch.stack((g, g.square(), g.pow(3)), 1) / n_samples
 
-        total = chunked(moments, rows, example, batch_size=batch_size,
-                        segments=(example, call.batch))
-        g, g2, g3 = (total / n_samples).unbind(1)
-        return cam.finish(smoothed_plus_plus(cam.activations(params, x), g, g2, g3), x)
+        total = path_sum(moments, n_samples, call.batch, batch_size, x.device)
+        g, g2, g3 = total.unbind(1)
+        return cam.finish(smoothed_plus_plus(cam.activations(params, call), g, g2, g3), call)
 
     return cam.attribution(compute, smooth_gradcam_plus_plus.__doc__, gradient=True)

@@ -11,10 +11,11 @@ from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample, minmax, resize, spatial
 from fattr.cam.scorecam import channel_rows, weighted_channels
+from fattr.core.call import Call
 from fattr.core.checks import check_count, check_non_negative
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import scores
-from fattr.core.model import Call, ModelFn, Params
+from fattr.core.inputs import rows_of
+from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
 from fattr.layers.taps import LayerSpec
 
@@ -91,8 +92,8 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
 
     def compute(params: Params, call: Call, *, generator: torch.Generator | None = None,
                 ) -> Tensor:
-        x = call.x
-        a = cam.activations(params, x)
+        x, *others = call.inputs  # the masks apply to the first input
+        a = cam.activations(params, call)
         example, channel = channel_rows(a)
         pair = torch.arange(example.shape[0], device=x.device)
         noise = BlockNoise((a.shape[1], *x.shape[2:]), stdev, generator, x)
@@ -103,11 +104,11 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
             masks = minmax(masks, spatial(masks), 1e-8)
             if stdev:
                 masks = masks + noise.take(ex.shape[0]).unsqueeze(1)
-            return scores(cam.model, params, x[ex] * masks, call.target, ex)
+            return call.score(cam.model, params, (x[ex] * masks, *rows_of(others, ex)), ex)
 
         total = chunked(chunk, example.repeat(n_samples), channel.repeat(n_samples),
                         batch_size=batch_size, segments=(pair.repeat(n_samples), pair.shape[0]))
         weights = (total / n_samples).reshape(a.shape[:2]).softmax(1)
-        return cam.finish(weighted_channels(weights, a), x)
+        return cam.finish(weighted_channels(weights, a), call)
 
     return cam.attribution(compute, sscam.__doc__, gradient=True)

@@ -10,7 +10,7 @@ import torch
 import torch._C._functorch as _functorch
 from torch import Tensor, nn
 
-from fattr.errors import FattrError
+from fattr.errors import FattrError, FattrTypeError
 
 _TRAIN_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.AlphaDropout)
 
@@ -85,3 +85,11 @@ def check_non_negative(value: object, name: str, method: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise FattrError(f"{method}: {name} must be >= 0, got {value!r}.")
     return value
+
+
+def check_generator(generator: object, method: str) -> None:
+    """`generator=` must be a `torch.Generator` (or None for the global RNG)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise FattrTypeError(f"{method}: generator must be a torch.Generator or None, got "
+                             f"{type(generator).__name__}. Seed one with "
+                             "torch.Generator().manual_seed(0).")

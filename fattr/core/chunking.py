@@ -8,6 +8,7 @@ so a 50-step path never holds 50 copies of the gradient.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -29,24 +30,46 @@ def row_slices(n: int, batch_size: int | None) -> list[slice]:
     return [slice(i, min(i + step, n)) for i in range(0, n, max(step, 1))]
 
 
-def chunked(fn: Callable[..., Tensor], *rows: Tensor, batch_size: int | None,
-            segments: tuple[Tensor, int] | None = None) -> Tensor:
+def chunked(fn: Callable[..., Any], *rows: Tensor, batch_size: int | None,
+            segments: tuple[Tensor, int] | None = None) -> Any:
     """Apply `fn` to aligned row chunks of `rows` (at most `batch_size` rows each).
 
-    Without `segments`, the per-chunk results are concatenated along the first axis. With
-    `segments=(index, size)`, row r of each result is added into slot `index[r]` of a
-    `size`-row output instead.
+    `fn` returns a tensor or a tuple of tensors (one per model input). Without `segments`, the
+    per-chunk results are concatenated along the first axis. With `segments=(index, size)`, row r
+    of each result is added into slot `index[r]` of a `size`-row output instead.
     """
     n = rows[0].shape[0]
     slices = row_slices(n, batch_size)
     if segments is None:
         parts = [fn(*(r[s] for r in rows)) for s in slices]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat(column) for column in zip(*parts))
+        return torch.cat(parts)
     index, size = segments
     total = None
     for s in slices:
         part = fn(*(r[s] for r in rows))
+        many = isinstance(part, tuple)
+        leaves = part if many else (part,)
         if total is None:
-            total = part.new_zeros((size, *part.shape[1:]))
-        total = total.index_add(0, index[s], part)
-    return total
+            total = [p.new_zeros((size, *p.shape[1:])) for p in leaves]
+        total = [t.index_add(0, index[s], p) for t, p in zip(total, leaves)]
+    return tuple(total) if many else total[0]
+
+
+def path_sum(contribution: Callable[[Tensor, Tensor], Any], steps: int, batch: int,
+             batch_size: int | None, device: torch.device) -> Any:
+    """sum over s of `contribution(step, example)` for every example: the one primitive under
+    every path and sample average (IG, GradientSHAP, Blur IG, layer paths, DeepLiftShap, smooth
+    CAMs).
+
+    Rows are the (step, example) pairs, step-major (row r is step r // batch of example
+    r % batch). Each chunk of at most `batch_size` rows gets its step and example indices and
+    builds its own model inputs, so memory is flat in `steps`; `contribution` returns one value
+    per row (a tensor or a tuple of tensors, one per input) and the values are summed by example.
+    """
+    example = torch.arange(batch, device=device).repeat(steps)
+    step = torch.arange(steps, device=device).repeat_interleave(batch)
+    return chunked(contribution, step, example, batch_size=batch_size, segments=(example, batch))

@@ -2,7 +2,8 @@
 
 The target is selected inside the function and `torch.func.grad` is taken of the sum over the
 batch; examples are independent, so one pass gives every per-example gradient. The per-row
-scores come back as aux. Paths and noise add a leading axis that is folded into the batch.
+scores come back as aux. Paths and noise are rows (step, example) evaluated in chunks by
+`fattr.core.chunking.path_sum`.
 """
 
 from __future__ import annotations
@@ -17,20 +18,21 @@ from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 from torch.func import grad
 from torch.utils._pytree import tree_flatten, tree_map, tree_unflatten
 
-from fattr.core.chunking import chunked
+from fattr.core.call import Call
+from fattr.core.inputs import Inputs
 from fattr.core.model import Model, Params
-from fattr.core.targets import Target
 
 
-def may_be_differentiated(model: Model, params: Params, x: Tensor, target: Target,
-                          *tensors: Tensor) -> bool:
+def may_be_differentiated(model: Model, params: Params, call: Call, *tensors: Tensor) -> bool:
     """Whether anything outside may differentiate an attribution computed now.
 
     True under a grad or jvp transform (`torch.func.grad`, `jacrev`, ...), when a tensor the
-    model sees requires grad (x, `tensors` such as references, the params, and the module's own
-    parameters the params dict leaves out), and, conservatively, with a callable target or an
-    `output=` selector, which may capture such tensors.
+    model sees requires grad (the inputs, the extra forward arguments, `tensors` such as
+    references, the params, and the module's own parameters the params dict leaves out), and,
+    conservatively, with a callable target or an `output=` selector, which may capture such
+    tensors.
     """
+    target = call.target
     if any(i.key() in (TransformType.Grad, TransformType.Jvp)
            for i in retrieve_all_functorch_interpreters()):
         return True
@@ -38,17 +40,16 @@ def may_be_differentiated(model: Model, params: Params, x: Tensor, target: Targe
         return True
     module = model.module
     own = () if module is None else (p for n, p in module.named_parameters() if n not in params)
-    seen = (x, *tensors, *params.values(), *own)
+    seen = (*call.tensors(), *tensors, *params.values(), *own)
     return any(isinstance(t, Tensor) and t.requires_grad for t in seen)
 
 
-def plain_autograd_suffices(model: Model, params: Params, x: Tensor, target: Target,
-                            *tensors: Tensor) -> bool:
+def plain_autograd_suffices(model: Model, params: Params, call: Call, *tensors: Tensor) -> bool:
     """Whether a gradient taken now may come from plain `torch.autograd.grad`: no torch.func
     transform is active (plain autograd cannot run inside `vmap`) and nothing can differentiate
     the result (`may_be_differentiated`)."""
     return not retrieve_all_functorch_interpreters() and \
-        not may_be_differentiated(model, params, x, target, *tensors)
+        not may_be_differentiated(model, params, call, *tensors)
 
 
 def gradient_with_aux(objective: Callable[..., tuple[Tensor, Any]],
@@ -81,27 +82,22 @@ def gradient_with_aux(objective: Callable[..., tuple[Tensor, Any]],
     return plain_grad
 
 
-def input_gradient(model: Model, params: Params, x: Tensor, target: Target,
-                   rows: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(d score / d x, score) for each row of x; `rows` maps rows to examples of `target`.
+def input_gradient(model: Model, params: Params, inputs: Inputs, call: Call,
+                   rows: Tensor | None = None) -> tuple[Inputs, Tensor]:
+    """(d score / d inputs, score) for each row of the inputs; `rows` maps rows to examples.
 
-    `torch.func.grad` of the summed score, so the result composes with every transform and
-    carries a graph when params or x require grad; a plain `autograd.grad` when nothing can
-    differentiate the result (`gradient_with_aux`).
+    The gradient is a tuple with one tensor per input. `torch.func.grad` of the summed score, so
+    the result composes with every transform and carries a graph when params or inputs require
+    grad; a plain `autograd.grad` when nothing can differentiate the result
+    (`gradient_with_aux`).
     """
-    plain = plain_autograd_suffices(model, params, x, target)
+    plain = plain_autograd_suffices(model, params, call)
 
-    def score(inputs: Tensor) -> tuple[Tensor, Tensor]:
-        chosen = target.select(model(params, inputs), rows)
+    def score(values: Inputs) -> tuple[Tensor, Tensor]:
+        chosen = call.score(model, params, values, rows)
         return chosen.sum(), chosen
 
-    return gradient_with_aux(score, 0, plain)(x)
-
-
-def scores(model: Model, params: Params, x: Tensor, target: Target,
-           rows: Tensor | None = None) -> Tensor:
-    """The target score of each row of x, shape (N,)."""
-    return target.select(model(params, x), rows)
+    return gradient_with_aux(score, 0, plain)(tuple(inputs))
 
 
 def fold(points: Tensor) -> tuple[Tensor, Tensor]:
@@ -112,28 +108,6 @@ def fold(points: Tensor) -> tuple[Tensor, Tensor]:
     return rows, example
 
 
-def weighted_gradient_sum(model: Model, params: Params, points: Tensor, weights: Tensor,
-                          target: Target, batch_size: int | None) -> Tensor:
-    """sum_s weights[s, b] * grad f(points[s, b]) for each example b; points (S, B, ...).
-
-    `weights` has shape (S,) or (S, B). Evaluated `batch_size` rows at a time.
-    """
-    steps, batch = points.shape[:2]
-    rows, example = fold(points)
-    row_weights = weights.reshape(steps, -1).expand(steps, batch).reshape(-1)
-
-    def chunk(inputs: Tensor, w: Tensor, index: Tensor) -> Tensor:
-        g, _ = input_gradient(model, params, inputs, target, index)
-        return g * w.reshape(-1, *([1] * (g.ndim - 1)))
-
-    return chunked(chunk, rows, row_weights, example, batch_size=batch_size,
-                   segments=(example, batch))
-
-
-def gradients(model: Model, params: Params, points: Tensor, target: Target,
-              batch_size: int | None) -> Tensor:
-    """grad f at every point of (S, B, ...), shape (S, B, ...), `batch_size` rows at a time."""
-    rows, example = fold(points)
-    g = chunked(lambda inputs, index: input_gradient(model, params, inputs, target, index)[0],
-                rows, example, batch_size=batch_size)
-    return g.reshape(points.shape)
+def scaled(values: Inputs, factor: Tensor) -> Inputs:
+    """Each input's rows times a per-row factor (N,)."""
+    return tuple(v * factor.reshape(-1, *([1] * (v.ndim - 1))) for v in values)

@@ -9,6 +9,7 @@ and whether calls arrive one example at a time.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
-from fattr.core.checks import check_eval_mode, check_input
 from fattr.core.targets import Target, TargetSpec
-from fattr.errors import FattrTypeError
+from fattr.errors import FattrError, FattrTypeError
 
 Params = Mapping[str, Tensor]
 ModelFn = Callable[..., Any]
@@ -31,11 +31,44 @@ class FunctionalModel:
     def __init__(self, module: nn.Module):
         self.module = module
 
-    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return torch.func.functional_call(self.module, dict(params), (x, *args), kwargs)
+    def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
+                 **kwargs: Any) -> Any:
+        return call_module(self.module, self.module, params, x, args, kwargs)
 
     def __repr__(self) -> str:
         return f"functional({type(self.module).__name__})"
+
+
+def call_module(tree: nn.Module, owner: nn.Module, params: Params,
+                x: Tensor | tuple[Tensor, ...], args: tuple, kwargs: dict[str, Any]) -> Any:
+    """`tree(*x, *args, **kwargs)` with `params` (x a tensor or a tuple of inputs).
+
+    `tree` is the user's module `owner` or a rewritten copy of it; a params key that names none
+    of `owner`'s parameters or buffers is refused (a misspelled key would otherwise be ignored
+    and the module's own tensor used)."""
+    check_param_names(owner, params)
+    inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+    return torch.func.functional_call(tree, dict(params), (*inputs, *args), kwargs)
+
+
+def check_param_names(module: nn.Module, params: Params) -> None:
+    """Every key of `params` must be a parameter or buffer name of `module`."""
+    if not isinstance(params, Mapping):
+        raise FattrTypeError(
+            f"the params must be a dict of tensors (from `f, params = fattr.functional(model)`), "
+            f"got {type(params).__name__}. Attribution functions take (params, x, target).")
+    names = {n for n, _ in module.named_parameters(remove_duplicate=False)}
+    names.update(n for n, _ in module.named_buffers(remove_duplicate=False))
+    unknown = sorted(k for k in params if k not in names)
+    if unknown:
+        close = {k: difflib.get_close_matches(k, names, n=1, cutoff=0.6) for k in unknown[:3]}
+        hints = "; ".join(f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "")
+                          for k, c in close.items())
+        raise FattrError(
+            f"params has {len(unknown)} key(s) that name no parameter or buffer of "
+            f"{type(module).__name__}: {hints}. A misspelled key would be ignored and the "
+            "module's own tensor used; keys are the names of model.named_parameters() and "
+            "model.named_buffers().")
 
 
 def functional(module: nn.Module) -> tuple[FunctionalModel, dict[str, Tensor]]:
@@ -80,8 +113,11 @@ class PerExample:
         self.batched = batched
         self.module = getattr(batched, "module", None)
 
-    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        out = self.batched(params, x.unsqueeze(0), *args, **kwargs)
+    def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
+                 **kwargs: Any) -> Any:
+        """Tensors in x, args and kwargs get a batch axis of one; the output loses it."""
+        add = lambda tree: pytree.tree_map_only(Tensor, lambda t: t.unsqueeze(0), tree)
+        out = self.batched(params, add(x), *add(args), **add(kwargs))
         return pytree.tree_map_only(Tensor, lambda t: t.squeeze(0), out)
 
     def __repr__(self) -> str:
@@ -128,13 +164,15 @@ class Model:
         return module
 
     def target(self, spec: TargetSpec, x: Tensor) -> Target:
-        """`spec` validated for the batch x; models with `flat_index` (`to_layer`) read ints as
-        flattened neuron indices."""
+        """`spec` validated for the batch of x (the first input); models with `flat_index`
+        (`to_layer`) read ints as flattened neuron indices."""
         return Target(spec, x.shape[0], x.device, self.method,
                       flat_index=bool(getattr(self.fn, "flat_index", False)))
 
-    def __call__(self, params: Params, x: Tensor) -> Tensor:
-        out = self.fn(params, x)
+    def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
+                 **kwargs: Any) -> Tensor:
+        """The model's output (after `output=`) on x with extra forward arguments."""
+        out = self.fn(params, x, *args, **kwargs)
         return self.output(out) if self.output is not None else out
 
 
@@ -142,6 +180,11 @@ def as_model(f: ModelFn, output: Callable[[Any], Tensor] | None, method: str) ->
     """Normalize a method's model argument once, in its constructor."""
     if isinstance(f, Model):
         return Model(f.fn, output or f.output, f.per_example, method)
+    if isinstance(f, nn.Module):
+        raise FattrTypeError(
+            f"{method}: got the module {type(f).__name__} itself, but methods take a model "
+            "function f(params, x). Split the module first: `f, params = "
+            f"fattr.functional(model)`, then `fattr.{method}(f, ...)(params, x, target)`.")
     if not callable(f):
         raise FattrTypeError(f"{method}: the model must be callable as f(params, x); got "
                              f"{type(f).__name__}. Use `f, params = fattr.functional(model)`.")
@@ -151,51 +194,3 @@ def as_model(f: ModelFn, output: Callable[[Any], Tensor] | None, method: str) ->
     if isinstance(f, PerExample):
         return Model(f.batched, output, True, method)
     return Model(f, output, False, method)
-
-
-@dataclass(frozen=True)
-class Call:
-    """One attribution call after validation: a batched `x` and its `Target`."""
-
-    x: Tensor
-    target: Target
-
-    @property
-    def batch(self) -> int:
-        return self.x.shape[0]
-
-
-def attribution(model: Model, compute: Callable[..., Tensor], *, gradient: bool = True,
-                empty: Callable[[Tensor], Tensor] = torch.zeros_like,
-                batched_kwargs: tuple[str, ...] = (), doc: str | None = None,
-                ) -> Callable[..., Tensor]:
-    """The public attribution function around `compute(params, call, **per_call)`.
-
-    Validates once at the boundary (input, eval mode, target form), adds the batch axis for
-    per-example models, returns an empty result for an empty batch, and removes the batch axis
-    again on the way out. `batched_kwargs` names the per-call arguments that may hold one row
-    per example (such as `baseline`), so wrappers like `smoothgrad` can repeat them with x.
-    """
-    method = model.method
-
-    def attribute(params: Params, x: Tensor, target: TargetSpec = None, **per_call: Any) -> Tensor:
-        check_input(x, method, gradient=gradient)
-        check_eval_mode(model.module, method)
-        if model.per_example:
-            x = x.unsqueeze(0)
-            if isinstance(target, Tensor):
-                target = target.unsqueeze(0)
-        call = Call(x, model.target(target, x))
-        if call.batch == 0:
-            result = empty(x)
-        else:
-            result = compute(params, call, **per_call)
-        return result.squeeze(0) if model.per_example else result
-
-    attribute.__name__ = method
-    attribute.__qualname__ = method
-    attribute.__doc__ = doc
-    attribute.per_example = model.per_example  # type: ignore[attr-defined]
-    attribute.batched_kwargs = batched_kwargs  # type: ignore[attr-defined]
-    return attribute
-

@@ -13,8 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.func import vmap
+from torch.utils._pytree import tree_map
 
+from fattr.core.call import contract
 from fattr.core.chunking import chunked
+from fattr.core.inputs import Inputs, repeat_rows
 from fattr.core.targets import TargetSpec, tile_target
 
 
@@ -28,31 +31,66 @@ def relative_noise(x: Tensor, samples: int, stdev: float, generator: torch.Gener
     return noise * sigma
 
 
-def attribute_samples(attr_fn: Callable[..., Tensor], params: Mapping[str, Tensor],
-                      samples: Tensor, target: TargetSpec, per_call: Mapping[str, Any],
-                      batch_size: int | None) -> Tensor:
-    """attr_fn on every copy of samples (S, B, ...) -> (S, B, ...), `batch_size` copies a call.
+def _tile(value: Any, batch: int, copies: int) -> Any:
+    """Per-example tensors in `value` (any nesting; first axis `batch`) repeated for `copies`
+    stacked copies of the batch; anything else unchanged."""
+    per_row = lambda v: isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == batch
+    return tree_map(lambda v: _Rows(repeat_rows(v, copies)) if per_row(v) else v, value)
 
-    Per-call arguments that `attr_fn` declares per example (`attr_fn.batched_kwargs`) and that
-    hold one row per example are repeated along with x; others pass unchanged.
+
+def _tile_like(value: Any, rows: Inputs, batch: int, copies: int) -> Any:
+    """A per-input argument (a baseline, a mask: one per input, or one for a single input) is
+    per example when it has its input's rank and `batch` rows (a shared baseline has one axis
+    less), and is then repeated like `_tile`."""
+    if isinstance(value, tuple) and len(value) == len(rows):
+        return tuple(_tile_like(v, (r,), batch, copies) for v, r in zip(value, rows))
+    if isinstance(value, Tensor) and value.ndim == rows[0].ndim and value.shape[0] == batch:
+        return _Rows(repeat_rows(value, copies))
+    return value
+
+
+class _Rows:
+    """A tiled per-row tensor, to be sliced with the rows of each chunk."""
+
+    def __init__(self, rows: Tensor):
+        self.rows = rows
+
+
+def _take(value: Any, index: Tensor) -> Any:
+    """`value` for the rows `index`: tiled tensors sliced, anything else unchanged."""
+    return tree_map(lambda v: v.rows[index] if isinstance(v, _Rows) else v, value)
+
+
+def attribute_samples(attr_fn: Callable[..., Any], params: Mapping[str, Tensor],
+                      samples: Inputs, target: TargetSpec, per_call: Mapping[str, Any],
+                      batch_size: int | None, single: bool) -> Inputs:
+    """attr_fn on every copy of the samples (each input (S, B, ...)) -> one (S, B, ...) per
+    input, `batch_size` copies of examples per call.
+
+    Per-call arguments that `attr_fn` declares per example (`contract(attr_fn).batched_kwargs`)
+    and per-example extra forward arguments (`model_args`, `model_kwargs`) that hold one row
+    per example are repeated along with x; others pass unchanged.
     """
-    if getattr(attr_fn, "per_example", False):
-        mapped = vmap(lambda xs: attr_fn(params, xs, target, **per_call), chunk_size=batch_size)
-        return mapped(samples)
-    copies, batch = samples.shape[:2]
-    rows = samples.reshape(copies * batch, *samples.shape[2:])
-    tile = lambda v: v.repeat(copies, *([1] * (v.ndim - 1)))
-    declared = getattr(attr_fn, "batched_kwargs", ())
-    per_row = {k: tile(v) for k, v in per_call.items() if k in declared
-               and isinstance(v, Tensor) and v.ndim == rows.ndim and v.shape[0] == batch}
-    shared = {k: v for k, v in per_call.items() if k not in per_row}
+    pack = (lambda values: values[0]) if single else tuple
+    as_tuple = (lambda a: (a,)) if single else tuple
+    if contract(attr_fn).per_example:
+        mapped = vmap(lambda *xs: as_tuple(attr_fn(params, pack(xs), target, **per_call)),
+                      chunk_size=batch_size)
+        return mapped(*samples)
+    copies, batch = samples[0].shape[:2]
+    count = copies * batch
+    rows = tuple(s.reshape(count, *s.shape[2:]) for s in samples)
+    declared = contract(attr_fn).batched_kwargs
+    tiled = {k: _tile(v, batch, copies) if k in ("model_args", "model_kwargs")
+             else _tile_like(v, rows, batch, copies) if k in declared else v
+             for k, v in per_call.items()}
     targets = tile_target(target, copies)
-    names = list(per_row)
 
-    def chunk(inputs: Tensor, index: Tensor, *values: Tensor) -> Tensor:
+    def chunk(index: Tensor) -> Inputs:
         chunk_target = targets[index] if isinstance(targets, Tensor) else targets
-        return attr_fn(params, inputs, chunk_target, **shared, **dict(zip(names, values)))
+        given = {k: _take(v, index) for k, v in tiled.items()}
+        return as_tuple(attr_fn(params, pack(tuple(r[index] for r in rows)), chunk_target,
+                                **given))
 
-    index = torch.arange(rows.shape[0], device=rows.device)
-    result = chunked(chunk, rows, index, *per_row.values(), batch_size=batch_size)
-    return result.reshape(copies, batch, *result.shape[1:])
+    result = chunked(chunk, torch.arange(count, device=rows[0].device), batch_size=batch_size)
+    return tuple(r.reshape(copies, batch, *r.shape[1:]) for r in result)

@@ -9,9 +9,11 @@ import torch
 from torch import Tensor
 
 from fattr.core.blur import blur_stack
-from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import fold, input_gradient
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.call import Call, attribution
+from fattr.core.chunking import check_batch_size, path_sum
+from fattr.core.gradients import input_gradient
+from fattr.core.inputs import tmap
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.errors import FattrError
 
 
@@ -52,23 +54,24 @@ def blur_integrated_gradients(f: ModelFn, steps: int = 100, max_sigma: float = 5
     step_sizes = sigmas[1:] - sigmas[:-1]
 
     def compute(params: Params, call: Call) -> Tensor:
-        x = call.x
-        if x.ndim != 4:
-            raise FattrError("blur_integrated_gradients: x must be a batch of images "
-                             f"(B, C, H, W), got shape {tuple(x.shape)}.")
-        at = sigmas[:-1].to(x.device)
-        both = blur_stack(x, torch.cat([at, at + grad_step]))
-        points, ahead = both[:steps], both[steps:]
-        scale = (step_sizes / grad_step).to(x)
-        velocity = (ahead - points) * scale.view(-1, 1, 1, 1, 1)
-        rows, example = fold(points)
-        velocity_rows, _ = fold(velocity)
+        for i, x in enumerate(call.inputs):
+            if x.ndim != 4:
+                which = "x" if call.single else f"x[{i}]"
+                raise FattrError(f"blur_integrated_gradients: {which} must be a batch of images "
+                                 f"(B, C, H, W), got shape {tuple(x.shape)}.")
+        at = sigmas[:-1].to(call.first.device)
+        scale = (step_sizes / grad_step).to(call.first)
+        stacks = tuple(blur_stack(x, torch.cat([at, at + grad_step])) for x in call.inputs)
+        points = tuple(both[:steps] for both in stacks)
+        velocity = tuple((both[steps:] - both[:steps]) * scale.view(-1, 1, 1, 1, 1)
+                         for both in stacks)
 
-        def chunk(inputs: Tensor, v: Tensor, index: Tensor) -> Tensor:
-            return input_gradient(model, params, inputs, call.target, index)[0] * v
+        def blurred_gradient(step: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            rows = tuple(p[step, example] for p in points)
+            gradients, _ = input_gradient(model, params, rows, call, example)
+            return tmap(lambda g, v: -g * v[step, example], gradients, velocity)
 
-        total = chunked(chunk, rows, velocity_rows, example, batch_size=batch_size,
-                        segments=(example, call.batch))
-        return -total
+        return call.unpack(path_sum(blurred_gradient, steps, call.batch, batch_size,
+                                    call.first.device))
 
     return attribution(model, compute, doc=blur_integrated_gradients.__doc__)

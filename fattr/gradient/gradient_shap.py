@@ -8,11 +8,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.baselines import baseline_distribution
-from fattr.core.checks import check_count, check_non_negative
-from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import fold, input_gradient
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.baselines import distributions_for
+from fattr.core.call import Call, attribution
+from fattr.core.checks import check_count, check_generator, check_non_negative
+from fattr.core.chunking import check_batch_size, path_sum
+from fattr.core.gradients import input_gradient
+from fattr.core.inputs import tmap
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.core.paths import random_paths
 
 
@@ -33,7 +35,8 @@ def gradient_shap(f: ModelFn, samples: int = 5, stdev: float = 0.0,
             inputs per forward call.
 
     Returns `attr(params, x, target=None, *, baselines=None, generator=None)` shaped like x;
-    `baselines` is a distribution (N, *x.shape[1:]) (None: one zero baseline). All random draws
+    `baselines` is a distribution (N, *x.shape[1:]) (None: one zero baseline); for a tuple x,
+    a tuple of distributions with the same N (row n of each is one reference). All random draws
     come from `generator` at once, so the result does not depend on `batch_size`.
 
     Lundberg and Lee, "A Unified Approach to Interpreting Model Predictions" (2017),
@@ -44,18 +47,18 @@ def gradient_shap(f: ModelFn, samples: int = 5, stdev: float = 0.0,
     check_batch_size(batch_size, "gradient_shap")
     model = as_model(f, output, "gradient_shap")
 
-    def compute(params: Params, call: Call, baselines: Tensor | None = None,
+    def compute(params: Params, call: Call, baselines: Tensor | tuple | None = None,
                 generator: torch.Generator | None = None) -> Tensor:
-        x = call.x
-        pool = baseline_distribution(baselines, x, "gradient_shap")
-        start, end, points = random_paths(x, pool, samples, stdev, generator)
-        rows, example = fold(points)
-        deltas, _ = fold((end - start) / samples)
+        check_generator(generator, "gradient_shap")
+        xs = call.inputs
+        pools = distributions_for(baselines, xs, "gradient_shap")
+        draws = random_paths(xs, pools[0].shape[0], samples, stdev, generator)
 
-        def chunk(inputs: Tensor, delta: Tensor, index: Tensor) -> Tensor:
-            return input_gradient(model, params, inputs, call.target, index)[0] * delta
+        def sample(step: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            starts, ends, points = draws.rows(pools, xs, step, example)
+            gradients, _ = input_gradient(model, params, points, call, example)
+            return tmap(lambda g, s, e: g * (e - s) / samples, gradients, starts, ends)
 
-        return chunked(chunk, rows, deltas, example, batch_size=batch_size,
-                       segments=(example, call.batch))
+        return call.unpack(path_sum(sample, samples, call.batch, batch_size, xs[0].device))
 
     return attribution(model, compute, doc=gradient_shap.__doc__)

@@ -9,9 +9,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.baselines import BaselineSpec, baseline_like
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
 from fattr.core.gradients import input_gradient
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.inputs import flatten_inputs, split_flat
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.errors import FattrError
 
 TOLERANCE = 1e-9  # PAIR's EPSILON for "the L1 target is reached"
@@ -57,15 +59,16 @@ def guided_integrated_gradients(f: ModelFn, steps: int = 200, fraction: float = 
     inner_iterations = math.ceil(1 / fraction) + 2
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        x_input = call.x.flatten(1)
-        x_base = baseline_like(baseline, call.x, "guided_integrated_gradients").flatten(1)
+        xs = call.inputs  # several inputs are one feature vector: their flattened concatenation
+        x_input = flatten_inputs(xs)
+        x_base = flatten_inputs(baselines_for(baseline, xs, "guided_integrated_gradients"))
         diff = x_input - x_base
         l1_total = diff.abs().sum(1)
         k = int(fraction * (x_input.shape[1] - 1))  # numpy's quantile(method="lower") index
         x = x_base
         attr = torch.zeros_like(x_input)
         for step in range(steps):
-            g = input_gradient(model, params, x.view_as(call.x), call.target)[0].flatten(1)
+            g = flatten_inputs(input_gradient(model, params, split_flat(x, xs), call)[0])
             alpha = (step + 1) / steps
             alpha_min, alpha_max = max(alpha - max_dist, 0.0), min(alpha + max_dist, 1.0)
             x_min, x_max = x_base + diff * alpha_min, x_base + diff * alpha_max
@@ -91,7 +94,7 @@ def guided_integrated_gradients(f: ModelFn, steps: int = 200, fraction: float = 
                 x = torch.where(active[:, None], moved, x)
                 active = active & (gamma > 1)
             attr = attr + (x - x_start) * g
-        return attr.view_as(call.x)
+        return call.unpack(split_flat(attr, xs))
 
     return attribution(model, compute, batched_kwargs=("baseline",),
                        doc=guided_integrated_gradients.__doc__)

@@ -5,10 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
+from fattr.core.call import Call, attribution
 from fattr.core.gradients import input_gradient
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.inputs import tmap
+from fattr.core.model import ModelFn, Params, as_model
 
 
 def input_x_gradient(f: ModelFn, *, output: Callable[[Any], Tensor] | None = None,
@@ -24,7 +27,7 @@ def input_x_gradient(f: ModelFn, *, output: Callable[[Any], Tensor] | None = Non
     model = as_model(f, output, "input_x_gradient")
 
     def compute(params: Params, call: Call) -> Tensor:
-        gradient, _ = input_gradient(model, params, call.x, call.target)
-        return call.x * gradient
+        gradients, _ = input_gradient(model, params, call.inputs, call)
+        return call.unpack(tmap(torch.mul, call.inputs, gradients))
 
     return attribution(model, compute, doc=input_x_gradient.__doc__)

@@ -7,11 +7,13 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.chunking import check_batch_size
-from fattr.core.gradients import weighted_gradient_sum
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
-from fattr.core.paths import straight_path
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
+from fattr.core.chunking import check_batch_size, path_sum
+from fattr.core.gradients import input_gradient, scaled
+from fattr.core.inputs import tmap
+from fattr.core.model import ModelFn, Params, as_model
+from fattr.core.paths import line_points
 from fattr.core.quadrature import check_rule, quadrature
 
 
@@ -30,11 +32,13 @@ def integrated_gradients(f: ModelFn, steps: int = 50, method: str = "gausslegend
             `riemann_right`, `riemann_middle` or `riemann_trapezoid`. The trapezoid rule is the
             true one (end weights 1/(2(n-1))); captum's weights sum to (n-1)/n instead.
         batch_size: the most path points per forward call (captum's internal_batch_size);
-            None sends all `steps * B` at once. Results do not depend on it.
+            None sends all `steps * B` at once. Each chunk builds its own points, so memory
+            is bounded by `batch_size`, not by `steps`. Results do not depend on it.
         output: picks a tensor from the model's output.
 
-    Returns `attr(params, x, target=None, baseline=None) -> Tensor` shaped like x; `baseline` is
-    None (zeros), a number, or a tensor broadcastable to x. Completeness,
+    Returns `attr(params, x, target=None, baseline=None, *, model_args=(), model_kwargs=None)`
+    shaped like x (a tuple for a tuple x); `baseline` is None (zeros), a number, or a tensor
+    broadcastable to x (a tuple of them for a tuple x). Completeness,
     `sum(IG) = f(x) - f(x')`, holds up to the quadrature error: see `fattr.completeness_gap`.
 
     >>> attr = fattr.integrated_gradients(f, steps=32)
@@ -48,12 +52,17 @@ def integrated_gradients(f: ModelFn, steps: int = 50, method: str = "gausslegend
     model = as_model(f, output, "integrated_gradients")
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        x = call.x
-        start = baseline_like(baseline, x, "integrated_gradients")
-        alphas, weights = quadrature(method, steps, x)
-        points = straight_path(start, x, alphas)
-        path_sum = weighted_gradient_sum(model, params, points, weights, call.target, batch_size)
-        return (x - start) * path_sum
+        xs = call.inputs
+        starts = baselines_for(baseline, xs, "integrated_gradients")
+        alphas, weights = quadrature(method, steps, xs[0])
+
+        def weighted_gradient(step: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            points = line_points(starts, xs, alphas[step], example)
+            gradients, _ = input_gradient(model, params, points, call, example)
+            return scaled(gradients, weights[step])
+
+        total = path_sum(weighted_gradient, steps, call.batch, batch_size, xs[0].device)
+        return call.unpack(tmap(lambda x, s, g: (x - s) * g, xs, starts, total))
 
     return attribution(model, compute, batched_kwargs=("baseline",),
                        doc=integrated_gradients.__doc__)

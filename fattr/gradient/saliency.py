@@ -7,8 +7,10 @@ from typing import Any
 
 from torch import Tensor
 
+from fattr.core.call import Call, attribution
 from fattr.core.gradients import input_gradient
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.model import ModelFn, Params, as_model
+from fattr.errors import FattrTypeError
 
 
 def saliency(f: ModelFn, abs: bool = True, *, output: Callable[[Any], Tensor] | None = None,
@@ -30,8 +32,11 @@ def saliency(f: ModelFn, abs: bool = True, *, output: Callable[[Any], Tensor] | 
     """
     model = as_model(f, output, "saliency")
 
+    if not isinstance(abs, bool):
+        raise FattrTypeError(f"saliency: abs must be True or False, got {abs!r}.")
+
     def compute(params: Params, call: Call) -> Tensor:
-        gradient, _ = input_gradient(model, params, call.x, call.target)
-        return gradient.abs() if abs else gradient
+        gradients, _ = input_gradient(model, params, call.inputs, call)
+        return call.unpack(tuple(g.abs() if abs else g for g in gradients))
 
     return attribution(model, compute, doc=saliency.__doc__)

@@ -8,8 +8,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.checks import check_count, check_input, check_non_negative
+from fattr.core.call import AttributionFn, Contract, contract
+from fattr.core.checks import check_count, check_generator, check_non_negative
 from fattr.core.chunking import check_batch_size
+from fattr.core.inputs import as_inputs
 from fattr.core.noise import attribute_samples, relative_noise
 from fattr.core.targets import Target, TargetSpec
 from fattr.errors import FattrError, FattrTypeError
@@ -17,34 +19,43 @@ from fattr.errors import FattrError, FattrTypeError
 Reduce = Callable[[Tensor], Tensor]
 
 
-def _noise_average(name: str, reduce: Reduce, attr_fn: Callable[..., Tensor], samples: int,
-                   stdev: float, batch_size: int | None) -> Callable[..., Tensor]:
+def _noise_average(name: str, reduce: Reduce, attr_fn: Callable[..., Any], samples: int,
+                   stdev: float, batch_size: int | None) -> AttributionFn:
     if not callable(attr_fn):
         raise FattrTypeError(f"{name}: attr_fn must be an attribution function such as "
                              f"fattr.saliency(f), got {type(attr_fn).__name__}.")
+    if isinstance(attr_fn, torch.nn.Module) or hasattr(attr_fn, "module"):
+        raise FattrTypeError(
+            f"{name}: attr_fn must be an attribution function such as fattr.saliency(f), got a "
+            "model. Wrap a method built on the model: "
+            f"fattr.{name}(fattr.saliency(f), samples=...)(params, x, target).")
     check_count(samples, "samples", name)
     check_non_negative(stdev, "stdev", name)  # a fraction of each example's value range
     check_batch_size(batch_size, name)
-    batched = not getattr(attr_fn, "per_example", False)
+    inner = contract(attr_fn)
+    batched = not inner.per_example
 
-    def attribute(params: Mapping[str, Tensor], x: Tensor, target: TargetSpec = None, *,
-                  generator: torch.Generator | None = None, **per_call: Any) -> Tensor:
-        check_input(x, name)
+    def attribute(params: Mapping[str, Tensor], x: Any, target: TargetSpec = None, *,
+                  generator: torch.Generator | None = None, **per_call: Any) -> Any:
+        check_generator(generator, name)
+        inputs, single = as_inputs(x, name)
         if batched:
-            target = Target(target, x.shape[0], x.device, name).spec  # lists become tensors
-            if x.shape[0] == 0:
+            target = Target(target, inputs[0].shape[0], inputs[0].device, name).spec  # lists
+            if inputs[0].shape[0] == 0:
                 return attr_fn(params, x, target, **per_call)
-        noisy = x + relative_noise(x, samples, stdev, generator, batched)
+        noisy = tuple(t + relative_noise(t, samples, stdev, generator, batched) for t in inputs)
         try:
-            return reduce(attribute_samples(attr_fn, params, noisy, target, per_call, batch_size))
+            copies = attribute_samples(attr_fn, params, noisy, target, per_call, batch_size,
+                                       single)
         except FattrError as err:  # the inner method saw samples * B rows: say so
-            raise FattrError(f"{name}: on the {samples} noisy copies of each example: {err}") \
+            raise type(err)(f"{name}: on the {samples} noisy copies of each example: {err}") \
                 from err
+        result = tuple(reduce(c) for c in copies)
+        return result[0] if single else result
 
-    attribute.__name__ = attribute.__qualname__ = name
-    attribute.per_example = not batched  # type: ignore[attr-defined]
-    attribute.batched_kwargs = getattr(attr_fn, "batched_kwargs", ())  # type: ignore[attr-defined]
-    return attribute
+    keywords = None if inner.keywords is None else (*inner.keywords, "generator")
+    return AttributionFn(attribute, name, Contract(inner.per_example, inner.batched_kwargs,
+                                                   keywords))
 
 
 def smoothgrad(attr_fn: Callable[..., Tensor], samples: int = 50, stdev: float = 0.15,

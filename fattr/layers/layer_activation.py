@@ -7,17 +7,22 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
-from fattr.layers.taps import LayerSpec, Tap, empty_layer_output
+from fattr.core.call import Call, attribution
+from fattr.core.model import ModelFn, Params
+from fattr.layers.paths import layer_tap
+from fattr.layers.taps import LayerSpec, empty_layer_output
 
 
-def layer_activation(f: ModelFn, layer: LayerSpec, *,
+def layer_activation(f: ModelFn, layer: LayerSpec, *, attribute_to_input: bool = False,
                      output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
     """The output of `layer` for each example (captum's LayerActivation).
 
     Args:
         f: a model function from `fattr.functional` (or `per_example` of one).
         layer: the dotted name from `model.named_modules()`, or the submodule itself.
+        attribute_to_input: the layer's positional inputs instead of its output (captum's
+            attribute_to_layer_input; default False). A layer that returns (or takes)
+            several tensors gives a tuple, one entry per tensor.
         output: picks a tensor from the model's output (unused here; accepted for uniformity).
 
     Returns `attr(params, x, target=None) -> Tensor` shaped like the layer output (B, ...); the
@@ -25,11 +30,10 @@ def layer_activation(f: ModelFn, layer: LayerSpec, *,
 
     >>> acts = fattr.layer_activation(f, "layer3")(params, x)
     """
-    model = as_model(f, output, "layer_activation")
-    tap = Tap(model, layer, "layer_activation")
+    model, tap = layer_tap(f, layer, output, "layer_activation", attribute_to_input)
 
-    def compute(params: Params, call: Call) -> Tensor:
-        return tap.read(params, call.x)[0]
+    def compute(params: Params, call: Call) -> Any:
+        return tap.pack(tap.read(params, call, call.inputs))
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),
                        doc=layer_activation.__doc__)

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.baselines import BaselineSpec, baseline_like
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
 from fattr.core.chunking import chunked
-from fattr.core.gradients import fold
-from fattr.core.model import Call, ModelFn, Params, attribution
-from fattr.core.paths import straight_path
+from fattr.core.model import ModelFn, Params
+from fattr.core.paths import line_points
 from fattr.core.quadrature import quadrature
 from fattr.layers.paths import path_method
 from fattr.layers.taps import LayerSpec, empty_layer_output
@@ -20,6 +20,7 @@ from fattr.layers.taps import LayerSpec, empty_layer_output
 
 def layer_conductance(f: ModelFn, layer: LayerSpec, steps: int = 50,
                       method: str = "gausslegendre", batch_size: int | None = None, *,
+                      attribute_to_input: bool = False,
                       output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
     """How much of the output change along the input path flows through each layer neuron.
 
@@ -29,7 +30,8 @@ def layer_conductance(f: ModelFn, layer: LayerSpec, steps: int = 50,
     the chain-rule split of Integrated Gradients over the layer's neurons; summed over the
     layer it approaches f(x) - f(x') as steps grow.
 
-    Args: as `fattr.layer_integrated_gradients` (default 50 steps, gausslegendre); the
+    Args: as `fattr.layer_integrated_gradients` (default 50 steps, gausslegendre,
+    attribute_to_input); the
     quadrature WEIGHTS are not used, only its nodes, as in captum's LayerConductance.
 
     Returns `attr(params, x, target=None, baseline=None)` shaped like the layer output.
@@ -40,21 +42,26 @@ def layer_conductance(f: ModelFn, layer: LayerSpec, steps: int = 50,
     https://arxiv.org/abs/1805.12233
     """
     name = "layer_conductance"
-    model, tap = path_method(f, layer, steps, method, batch_size, output, name)
+    model, tap = path_method(f, layer, steps, method, batch_size, output, name,
+                             attribute_to_input)
 
-    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        x = call.x
-        alphas, _ = quadrature(method, steps + 1, x)
-        rows, example = fold(straight_path(baseline_like(baseline, x, name), x, alphas))
+    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Any:
+        xs = call.inputs
+        starts = baselines_for(baseline, xs, name)
+        nodes = steps + 1
+        alphas, _ = quadrature(method, nodes, xs[0])
 
-        def chunk(inputs: Tensor, index: Tensor) -> Tensor:
-            tapped = tap.gradients(params, inputs, call.target, index)
-            return torch.stack([tapped.gradients[0], tapped.activations[0]], 1)
+        def node(step: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            points = line_points(starts, xs, alphas[step], example)
+            tapped = tap.gradients(params, call, points, example)
+            return (*tapped.gradients, *tapped.activations)
 
-        both = chunked(chunk, rows, example, batch_size=batch_size)
-        both = both.reshape(steps + 1, x.shape[0], *both.shape[1:])
-        g, a = both[:, :, 0], both[:, :, 1]
-        return ((a[1:] - a[:-1]) * g[:-1]).sum(0)
+        step = torch.arange(nodes, device=xs[0].device).repeat_interleave(call.batch)
+        example = torch.arange(call.batch, device=xs[0].device).repeat(nodes)
+        both = chunked(node, step, example, batch_size=batch_size)
+        both = [t.reshape(nodes, call.batch, *t.shape[1:]) for t in both]
+        grads, acts = both[: len(both) // 2], both[len(both) // 2:]
+        return tap.pack([((a[1:] - a[:-1]) * g[:-1]).sum(0) for g, a in zip(grads, acts)])
 
     return attribution(model, compute, empty=empty_layer_output(tap),
                        batched_kwargs=("baseline",), doc=layer_conductance.__doc__)

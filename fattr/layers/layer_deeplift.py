@@ -8,9 +8,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
-from fattr.layers.taps import LayerSpec, Tap, empty_layer_output, layer_name
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
+from fattr.core.inputs import tmap
+from fattr.core.model import Model, ModelFn, Params, as_model
+from fattr.layers.paths import layer_tap
+from fattr.layers.taps import LayerSpec, empty_layer_output, layer_name
 from fattr.rules.apply import under_rules
 from fattr.rules.deeplift import check_eps, rescaled
 
@@ -28,6 +31,7 @@ def rescaled_except(model: Model, name: str, eps: float) -> Model:
 
 
 def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
+                   attribute_to_input: bool = False,
                    output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
     """DeepLIFT (rescale rule) at a layer: the layer's output change times its multipliers.
 
@@ -46,6 +50,8 @@ def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
         layer: the dotted name from `model.named_modules()`, or the submodule itself.
         eps: below this |v - v0| a nonlinearity uses its plain derivative (default 1e-10, as
             captum).
+        attribute_to_input: the layer's positional inputs instead of its output (captum's
+            attribute_to_layer_input; default False).
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, baseline=None)` shaped like the layer output (B, ...);
@@ -65,17 +71,18 @@ def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
     """
     name = "layer_deeplift"
     eps = check_eps(eps, name)
-    model = as_model(f, output, name)
-    ruled = rescaled_except(model, layer_name(model.require_module(), layer, name), eps)
-    tap = Tap(ruled, layer, name)
+    base = as_model(f, output, name)
+    ruled = rescaled_except(base, layer_name(base.require_module(), layer, name), eps)
+    model, tap = layer_tap(f, layer, output, name, attribute_to_input, model=ruled)
 
-    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        x, n = call.x, call.batch
-        reference = baseline_like(baseline, x, name)
-        rows = torch.arange(n, device=x.device).repeat(2)
-        tapped = tap.gradients(params, torch.cat([x, reference]), call.target, rows)
-        a, m = tapped.activations[0], tapped.gradients[0]
-        return (a[:n] - a[n:]) * m[:n]
+    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Any:
+        n = call.batch
+        references = baselines_for(baseline, call.inputs, name)
+        doubled = tuple(torch.cat([x, r]) for x, r in zip(call.inputs, references))
+        rows = torch.arange(n, device=doubled[0].device).repeat(2)
+        tapped = tap.gradients(params, call, doubled, rows)
+        return tap.pack(tmap(lambda a, m: (a[:n] - a[n:]) * m[:n], tapped.activations,
+                             tapped.gradients))
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),
                        batched_kwargs=("baseline",), doc=layer_deeplift.__doc__)

@@ -9,12 +9,15 @@ import torch
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baseline_like
+from fattr.core.call import Call, attribution
 from fattr.core.checks import check_broadcasts
 from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.inputs import rows_of
+from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
+from fattr.layers.paths import layer_tap
 from fattr.layers.taps import LayerSpec, Tap, empty_layer_output
-from fattr.perturbation.engine import as_result, model_scores, single_feature
+from fattr.perturbation.engine import as_result, full_scores, single_feature
 from fattr.perturbation.features import Features, feature_groups
 
 
@@ -44,20 +47,23 @@ def ablated_scores(tap: Tap, params: Params, call: Call, features: Features, fil
     Rows are (group, example) pairs, `batch_size` of them per forward, mixed across groups and
     examples; each runs the model on its example with the layer's recorded output, edited,
     in place of the layer (`Tap.replayed`: the layer is not computed again)."""
-    count, batch, device = features.count, call.batch, call.x.device
+    count, batch, device = features.count, call.batch, call.first.device
     group = torch.arange(count, device=device).repeat_interleave(batch)
     example = torch.arange(batch, device=device).repeat(count)
     removed = single_feature(features)
-    (recorded,) = tap.read(params, call.x)
+    recorded = tap.one(tap.read(params, call, call.inputs))
 
     def chunk(g: Tensor, b: Tensor) -> Tensor:
-        edited = torch.where(removed(g, b), fill[b], recorded[b])
-        return call.target.select(tap.replayed(params, call.x[b], [edited]), b)
+        edited = torch.where(removed(g, b).reshape(-1, *recorded.shape[1:]), fill[b],
+                             recorded[b])
+        out = tap.replayed(params, call, rows_of(call.inputs, b), b, [edited])
+        return call.target.select(out, b)
 
     return chunked(chunk, group, example, batch_size=batch_size).reshape(count, batch)
 
 
 def layer_feature_ablation(f: ModelFn, layer: LayerSpec, batch_size: int | None = None, *,
+                           attribute_to_input: bool = False,
                            output: Callable[[Any], Tensor] | None = None,
                            ) -> Callable[..., Tensor]:
     """Drop in the target score when a neuron's group of the layer output is ablated.
@@ -94,21 +100,20 @@ def layer_feature_ablation(f: ModelFn, layer: LayerSpec, batch_size: int | None 
     """
     name = "layer_feature_ablation"
     check_batch_size(batch_size, name)
-    model = as_model(f, output, name)
-    tap = Tap(model, layer, name)
+    model, tap = layer_tap(f, layer, output, name, attribute_to_input)
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None,
                 layer_mask: Tensor | None = None) -> Tensor:
-        (shape, dtype, device), = tap.shapes(params, call.x)
+        (shape, dtype, device), = tap.shapes(params, call, call.inputs)
         _check_mask(layer_mask, name)
         _check_fits(baseline, "baseline", shape, tap)
         _check_fits(layer_mask, "layer_mask", shape, tap)
         like = torch.zeros(shape, dtype=dtype, device=device)
         fill = baseline_like(baseline, like, name)
-        features = feature_groups(layer_mask, like, name)
-        drops = model_scores(model, params, call, batch_size) - ablated_scores(
+        features = feature_groups(layer_mask, (like,), name)
+        drops = full_scores(model, params, call, batch_size) - ablated_scores(
             tap, params, call, features, fill, batch_size)
-        return as_result(features.expand(drops.T), like)
+        return as_result(features.expand(drops.T), (like,))[0]
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),
                        batched_kwargs=("baseline", "layer_mask"),

@@ -7,17 +7,22 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.model import Call, ModelFn, Params, attribution
-from fattr.core.paths import straight_path
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
+from fattr.core.chunking import path_sum
+from fattr.core.gradients import scaled
+from fattr.core.inputs import rows_of, tmap
+from fattr.core.model import ModelFn, Params
+from fattr.core.paths import line_points
 from fattr.core.quadrature import quadrature
-from fattr.layers.paths import layer_gradient_sum, path_method
+from fattr.layers.paths import path_method
 from fattr.layers.taps import LayerSpec, empty_layer_output
 
 
 def layer_integrated_gradients(f: ModelFn, layer: LayerSpec, steps: int = 50,
                                method: str = "gausslegendre", batch_size: int | None = None,
-                               *, output: Callable[[Any], Tensor] | None = None,
+                               *, attribute_to_input: bool = False,
+                               output: Callable[[Any], Tensor] | None = None,
                                ) -> Callable[..., Tensor]:
     """Integrated Gradients along the straight line between two outputs of a layer.
 
@@ -33,6 +38,9 @@ def layer_integrated_gradients(f: ModelFn, layer: LayerSpec, steps: int = 50,
         steps, method: the quadrature rule, as `fattr.integrated_gradients` (default 50 steps,
             gausslegendre, captum's nodes and weights).
         batch_size: the most path points per forward call; None sends all at once.
+        attribute_to_input: attribute to the layer's positional inputs instead of its output
+            (captum's attribute_to_layer_input; default False). A layer that returns (or takes)
+            several tensors gives a tuple of attributions, one per tensor.
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, baseline=None)` shaped like the layer output (B, ...).
@@ -45,17 +53,22 @@ def layer_integrated_gradients(f: ModelFn, layer: LayerSpec, steps: int = 50,
     https://arxiv.org/abs/1703.01365
     """
     name = "layer_integrated_gradients"
-    model, tap = path_method(f, layer, steps, method, batch_size, output, name)
+    model, tap = path_method(f, layer, steps, method, batch_size, output, name,
+                             attribute_to_input)
 
-    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        x = call.x
-        start = baseline_like(baseline, x, name)
-        end, begin = tap.read(params, x)[0], tap.read(params, start)[0]
-        alphas, weights = quadrature(method, steps, end)
-        points = straight_path(begin, end, alphas)
-        path_sum = layer_gradient_sum(tap, params, x, call.target, weights, batch_size,
-                                      layer_points=points)
-        return (end - begin) * path_sum
+    def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Any:
+        xs = call.inputs
+        starts = baselines_for(baseline, xs, name)
+        ends, begins = tap.read(params, call, xs), tap.read(params, call, starts)
+        alphas, weights = quadrature(method, steps, ends[0])
+
+        def weighted_gradient(step: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            at = line_points(begins, ends, alphas[step], example)
+            tapped = tap.gradients(params, call, rows_of(xs, example), example, at=at)
+            return scaled(tapped.gradients, weights[step])
+
+        total = path_sum(weighted_gradient, steps, call.batch, batch_size, ends[0].device)
+        return tap.pack(tmap(lambda e, b, g: (e - b) * g, ends, begins, total))
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),
                        batched_kwargs=("baseline",), doc=layer_integrated_gradients.__doc__)

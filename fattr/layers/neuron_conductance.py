@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Union
 
 from torch import Tensor
 
-from fattr.core.baselines import BaselineSpec, baseline_like
-from fattr.core.chunking import chunked
-from fattr.core.gradients import fold, input_gradient
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
-from fattr.core.paths import straight_path
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
+from fattr.core.chunking import path_sum
+from fattr.core.gradients import input_gradient, scaled
+from fattr.core.inputs import tmap
+from fattr.core.model import ModelFn, Params, as_model
+from fattr.core.paths import line_points
 from fattr.core.quadrature import quadrature
 from fattr.core.targets import Target
 from fattr.errors import FattrError
@@ -62,22 +65,22 @@ def neuron_conductance(f: ModelFn, layer: LayerSpec, neuron: Neuron, steps: int 
     neuron_model = as_model(LayerModel(tap, flatten=flat), None, name)
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        x = call.x
-        start = baseline_like(baseline, x, name)
-        alphas, weights = quadrature(method, steps, x)
-        rows, example = fold(straight_path(start, x, alphas))
-        row_weights = weights.repeat_interleave(x.shape[0])
-        unit = Target(neuron, rows.shape[0], x.device, name)
+        xs = call.inputs
+        starts = baselines_for(baseline, xs, name)
+        alphas, weights = quadrature(method, steps, xs[0])
+        through_neuron = replace(call, target=Target(neuron, call.batch, xs[0].device, name))
 
-        def chunk(inputs: Tensor, w: Tensor, index: Tensor) -> Tensor:
-            layer_grad = tap.gradients(params, inputs, call.target, index).gradients[0]
-            through = unit.select(layer_grad.flatten(1) if flat else layer_grad)
-            neuron_grad, _ = input_gradient(neuron_model, params, inputs, unit)
-            return neuron_grad * (through * w).reshape(-1, *([1] * (x.ndim - 1)))
+        def weighted_gradient(step: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            points = line_points(starts, xs, alphas[step], example)
+            layer_grad = tap.one(tap.gradients(params, call, points, example).gradients)
+            through = through_neuron.target.select(layer_grad.flatten(1) if flat else layer_grad,
+                                                   example)
+            neuron_grads, _ = input_gradient(neuron_model, params, points, through_neuron,
+                                             example)
+            return scaled(neuron_grads, through * weights[step])
 
-        total = chunked(chunk, rows, row_weights, example, batch_size=batch_size,
-                        segments=(example, x.shape[0]))
-        return (x - start) * total
+        total = path_sum(weighted_gradient, steps, call.batch, batch_size, xs[0].device)
+        return call.unpack(tmap(lambda x, s, g: (x - s) * g, xs, starts, total))
 
     return attribution(model, compute, batched_kwargs=("baseline",),
                        doc=neuron_conductance.__doc__)

@@ -7,8 +7,12 @@ function and removed in `finally`, also when the call raises. Forward hooks run 
 and differentiated with `torch.func.grad` (the Flax `perturb` idea). Everything is plain torch
 ops, so tapped quantities stay differentiable in `params` and `x`.
 
-A tapped layer must run once per forward pass: a module that is called twice (a shared ReLU)
-has no single output, and the tap says so instead of picking one.
+A tap reads a layer's OUTPUT (forward hooks) or, with `side="input"`, its positional INPUTS
+(forward pre-hooks; captum's `attribute_to_layer_input`), so a layer whose input is the model's
+own input works too. A layer that returns (or takes) several tensors gives several "slots",
+one per tensor, in order; layer methods attribute each and return a tuple, never silently the
+first. A tapped layer must run once per forward pass: a module that is called twice (a shared
+ReLU) has no single output, and the tap says so instead of picking one.
 """
 
 from __future__ import annotations
@@ -21,14 +25,17 @@ from typing import Any, NamedTuple, Union
 import torch
 from torch import Tensor, nn
 
+from fattr.core.call import Call
 from fattr.core.gradients import gradient_with_aux, plain_autograd_suffices
+from fattr.core.inputs import Inputs
 from fattr.core.model import FunctionalModel, Model, Params
-from fattr.core.targets import Target
 from fattr.errors import FattrError, FattrTypeError
 from fattr.rules.apply import under_rules
 
 LayerSpec = Union[str, nn.Module]
-Edit = Callable[[int, Tensor], Tensor]
+Edit = Callable[[int, Tensor], Tensor]  # (slot, tensor) -> what the model continues with
+Slot = tuple[int, int]                  # (layer index, position of the tensor in its output)
+SIDES = ("output", "input")
 
 
 def layer_name(module: nn.Module, layer: LayerSpec, method: str) -> str:
@@ -54,21 +61,23 @@ def layer_name(module: nn.Module, layer: LayerSpec, method: str) -> str:
     return layer
 
 
-def _tensor_of(output: Any, name: str, method: str) -> Tensor:
-    """The tapped tensor of a layer output: the output, or the first item of a tuple/list."""
-    if isinstance(output, Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
-        return output[0]
-    raise FattrError(f"{method}: layer {name!r} returned {type(output).__name__}; a tap needs a "
-                     "tensor (or a tuple whose first item is the tensor to tap). Tap a submodule "
-                     "that returns a tensor.")
+def _split(value: Any) -> tuple[list[Tensor], Callable[[list[Tensor]], Any]]:
+    """The tensors of a layer's output (or input args) and how to rebuild it with new ones."""
+    if isinstance(value, Tensor):
+        return [value], lambda new: new[0]
+    if isinstance(value, (tuple, list)):
+        where = [i for i, v in enumerate(value) if isinstance(v, Tensor)]
 
+        def rebuild(new: list[Tensor]) -> Any:
+            items = list(value)
+            for i, t in zip(where, new):
+                items[i] = t
+            if isinstance(value, list):
+                return items
+            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
 
-def _with_tensor(output: Any, new: Tensor) -> Any:
-    if isinstance(output, Tensor):
-        return new
-    return type(output)((new, *output[1:])) if isinstance(output, tuple) else [new, *output[1:]]
+        return [value[i] for i in where], rebuild
+    return [], lambda new: value
 
 
 class _Stop(BaseException):
@@ -76,38 +85,53 @@ class _Stop(BaseException):
 
 
 @contextmanager
-def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str,
-           stop_after: bool = False, plain: dict[int, bool] | None = None) -> Iterator[None]:
-    """Forward hooks on the named submodules for the duration of the block.
+def hooked(module: nn.Module, names: Sequence[str], on_tensor: Callable[[Slot, Tensor], Tensor],
+           method: str, side: str = "output", stop_after: bool = False,
+           plain: dict[int, bool] | None = None) -> Iterator[None]:
+    """Hooks on the named submodules for the duration of the block.
 
-    `on_output(i, tensor)` sees the tensor output of layer `names[i]` and returns what the model
-    continues with. With `stop_after`, the forward pass ends (silently) once every layer has run.
-    A layer that runs twice raises. `plain[i]` records whether layer i returned a plain tensor
-    (not a tuple). The hooks are removed in `finally`.
+    `on_tensor((i, j), t)` sees tensor j of layer `names[i]`'s output (or positional inputs
+    with `side="input"`) and returns what the model continues with. With `stop_after`, the
+    forward pass ends (silently) once every layer has run. A layer that runs twice raises.
+    `plain[i]` records whether layer i's output was a plain tensor. The hooks are removed in
+    `finally`.
     """
     modules = dict(module.named_modules(remove_duplicate=False))
     calls = [0] * len(names)
 
-    def hook_for(i: int) -> Callable[..., Any]:
-        def hook(_: nn.Module, __: Any, output: Any) -> Any:
-            calls[i] += 1
-            if calls[i] > 1:
-                raise FattrError(
-                    f"{method}: layer {names[i]!r} ran {calls[i]} times in one forward pass "
-                    "(the module is reused), so it has no single output to tap. Tap a module "
-                    "that runs once, such as the block that contains it.")
-            if plain is not None:
-                plain[i] = isinstance(output, Tensor)
-            new = on_output(i, _tensor_of(output, names[i], method))
-            if stop_after and all(calls):
-                raise _Stop
-            return _with_tensor(output, new)
-        return hook
+    def visit(i: int, value: Any) -> Any:
+        calls[i] += 1
+        if calls[i] > 1:
+            raise FattrError(
+                f"{method}: layer {names[i]!r} ran {calls[i]} times in one forward pass "
+                "(the module is reused), so it has no single output to tap. Tap a module "
+                "that runs once, such as the block that contains it.")
+        if plain is not None:
+            plain[i] = isinstance(value, Tensor)
+        tensors, rebuild = _split(value)
+        if not tensors:
+            what = "inputs" if side == "input" else "output"
+            raise FattrError(f"{method}: layer {names[i]!r} has no tensor {what} to tap (got "
+                             f"{type(value).__name__}). Tap a submodule whose {what} is a "
+                             "tensor or a tuple of tensors.")
+        new = rebuild([on_tensor((i, j), t) for j, t in enumerate(tensors)])
+        if stop_after and all(calls):
+            raise _Stop
+        return new
+
+    def output_hook(i: int) -> Callable[..., Any]:
+        return lambda _, __, output: visit(i, output)
+
+    def input_hook(i: int) -> Callable[..., Any]:
+        return lambda _, args: visit(i, tuple(args))
 
     handles = []
     try:
         for i, name in enumerate(names):
-            handles.append(modules[name].register_forward_hook(hook_for(i)))
+            if side == "input":
+                handles.append(modules[name].register_forward_pre_hook(input_hook(i)))
+            else:
+                handles.append(modules[name].register_forward_hook(output_hook(i)))
         yield
     except _Stop:
         pass
@@ -128,25 +152,35 @@ class _Replay(nn.Module):
 
 
 class Tapped(NamedTuple):
-    """What a tapped gradient pass returns (lists follow the tap's layer order)."""
+    """What a tapped gradient pass returns (lists follow the tap's slots)."""
 
-    gradients: list[Tensor]        # d (summed target score) / d layer output
-    activations: list[Tensor]      # the layer outputs (the given values when replaced)
+    gradients: list[Tensor]        # d (summed target score) / d each tapped tensor
+    activations: list[Tensor]      # the tapped tensors (the given values when replaced)
     scores: Tensor                 # the target score of each row, (N,)
-    input_gradient: Tensor | None  # d score / d x when asked for
+    input_gradient: tuple | None   # d score / d inputs when asked for
+
+
+Forward = Callable[[], Any]
+Probe = tuple[torch.Size, torch.dtype, torch.device]
 
 
 class Tap:
     """Taps on named layers of a model, resolved once (in a method's constructor).
 
-    `read` gives the layer outputs (running the model only up to the last tapped layer), `run`
-    gives the model output with the layer outputs replaced by `edit`, and `gradients` gives the
-    gradient of the target score with respect to the layer outputs (or to values put in their
-    place). The layer output shapes for a given input shape are found once by a probing
-    no-grad forward pass, which also checks that each layer runs exactly once.
+    `read` gives the tapped tensors (running the model only up to the last tapped layer), `run`
+    gives the model output with the tapped tensors replaced by `edit`, and `gradients` gives the
+    gradient of the target score with respect to the tapped tensors (or to values put in their
+    place). The slots (one per tensor a layer returns or takes) and their shapes for a given
+    input shape are found once by a probing no-grad forward pass, which also checks that each
+    layer runs exactly once. Every evaluation takes the `Call` (for the extra forward arguments
+    and the target) and the example index of each row.
     """
 
-    def __init__(self, model: Model, layers: LayerSpec | Sequence[LayerSpec], method: str):
+    def __init__(self, model: Model, layers: LayerSpec | Sequence[LayerSpec], method: str, *,
+                 side: str = "output"):
+        if side not in SIDES:
+            raise FattrError(f"{method}: a layer is tapped at its 'output' or its 'input', got "
+                             f"{side!r}.")
         self.model = model
         self.module = model.require_module()
         many = isinstance(layers, (list, tuple))
@@ -155,145 +189,193 @@ class Tap:
         if not self.names:
             raise FattrError(f"{method}: no layers to tap; pass at least one layer name.")
         self.method = method
-        self._shapes: dict[tuple, list[tuple[torch.Size, torch.dtype, torch.device]]] = {}
+        self.side = side
+        self._shapes: dict[tuple, dict[Slot, Probe]] = {}
         self._plain: dict[int, bool] = {}  # whether each layer returned a plain tensor
-        self._slots: list[Tensor] = []     # what the layers return in `replayed`
+        self._values: list[Tensor] = []    # what the layers return in `replayed`
         self._replaying: Model | None = None
 
-    def _hooked(self, on_output: Edit, stop_after: bool = False):
-        return hooked(self.module, self.names, on_output, self.method, stop_after, self._plain)
+    # -- running the model under hooks ------------------------------------------------------
 
-    def shapes(self, params: Params, x: Tensor,
-               ) -> list[tuple[torch.Size, torch.dtype, torch.device]]:
-        """(shape, dtype, device) of each layer output for inputs shaped like x (probed once)."""
-        key = (tuple(x.shape), x.dtype, x.device)
+    def _hooked(self, on_tensor: Callable[[Slot, Tensor], Tensor], stop_after: bool = False):
+        return hooked(self.module, self.names, on_tensor, self.method, self.side, stop_after,
+                      self._plain)
+
+    @staticmethod
+    def _key(inputs: tuple) -> tuple:
+        return tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
+
+    def _probe(self, forward: Forward, key: tuple) -> list[Slot]:
+        """The slots for inputs of this shape (probed once, without gradients)."""
         if key not in self._shapes:
-            seen: dict[int, tuple[torch.Size, torch.dtype, torch.device]] = {}
+            seen: dict[Slot, Probe] = {}
 
-            def record(i: int, t: Tensor) -> Tensor:
-                seen[i] = (t.shape, t.dtype, t.device)
+            def record(slot: Slot, t: Tensor) -> Tensor:
+                seen[slot] = (t.shape, t.dtype, t.device)
                 return t
 
-            with torch.no_grad(), self._hooked(record):
-                self.model(params, x)
-            self._check_ran(seen)
-            self._shapes[key] = [seen[i] for i in range(len(self.names))]
-        return self._shapes[key]
+            with torch.no_grad(), self._hooked(record, stop_after=True):
+                forward()
+            self._check_ran({i for i, _ in seen})
+            self._shapes[key] = dict(sorted(seen.items()))
+        return list(self._shapes[key])
 
-    def _check_ran(self, seen: dict[int, Any]) -> None:
-        missing = [n for i, n in enumerate(self.names) if i not in seen]
+    def _check_ran(self, ran: set[int]) -> None:
+        missing = [n for i, n in enumerate(self.names) if i not in ran]
         if missing:
             raise FattrError(f"{self.method}: layer {missing[0]!r} did not run in the forward "
                              "pass, so it has no output to tap. Pick a layer that the model's "
                              "forward() calls.")
 
-    def read(self, params: Params, x: Tensor) -> list[Tensor]:
-        """The output of each tapped layer; the model runs only up to the last of them."""
-        self.shapes(params, x)  # checks, once per input shape, that every layer runs once
-        seen: dict[int, Tensor] = {}
+    def _read(self, forward: Forward, key: tuple) -> list[Tensor]:
+        slots = self._probe(forward, key)  # checks, once per input shape, that layers run once
+        seen: dict[Slot, Tensor] = {}
 
-        def record(i: int, t: Tensor) -> Tensor:
-            seen[i] = t  # the model goes on with a copy while more layers are to come
-            return t if len(seen) == len(self.names) else t.clone()
+        def record(slot: Slot, t: Tensor) -> Tensor:
+            seen[slot] = t  # the model goes on with a copy while more layers are to come
+            return t if len(seen) == len(slots) else t.clone()
 
         with self._hooked(record, stop_after=True):
-            self.model(params, x)
-        self._check_ran(seen)
-        return [seen[i] for i in range(len(self.names))]
+            forward()
+        return [seen[slot] for slot in slots]
 
-    def run(self, params: Params, x: Tensor, edit: Edit | None = None,
-            ) -> tuple[Tensor, list[Tensor]]:
-        """(model output, layer outputs) with each layer output t_i replaced by edit(i, t_i).
+    def _run(self, forward: Forward, key: tuple, edit: Edit | None) -> tuple[Any, list[Tensor]]:
+        # one layer: slot (0, j) is tensor j; several: their order comes from a probe
+        index = None if len(self.names) == 1 else {
+            slot: k for k, slot in enumerate(self._probe(forward, key))}
+        seen: dict[Slot, Tensor] = {}
 
-        The recorded outputs are the layers' own, before the edit; the model continues with a
-        copy when there is no edit, so in-place operations later in the model cannot change
-        what was recorded.
-        """
-        seen: dict[int, Tensor] = {}
-
-        def record(i: int, t: Tensor) -> Tensor:
-            seen[i] = t
-            new = edit(i, t) if edit is not None else t
+        def record(slot: Slot, t: Tensor) -> Tensor:
+            seen[slot] = t
+            k = slot[1] if index is None else index[slot]
+            new = edit(k, t) if edit is not None else t
             return t.clone() if new is t else new
 
         with self._hooked(record):
-            out = self.model(params, x)
-        self._check_ran(seen)
-        return out, [seen[i] for i in range(len(self.names))]
+            out = forward()
+        self._check_ran({i for i, _ in seen})
+        return out, [seen[slot] for slot in sorted(seen)]
 
-    def replayed(self, params: Params, x: Tensor, values: Sequence[Tensor]) -> Any:
-        """The model output with each tapped layer's output replaced by `values[i]`, without
+    def _forward(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None,
+                 ) -> Forward:
+        return lambda: call.run(self.model, params, inputs, rows)
+
+    # -- what methods use ------------------------------------------------------------------
+
+    def shapes(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None = None,
+               ) -> list[Probe]:
+        """(shape, dtype, device) of each slot for rows like `inputs`."""
+        key = self._key(inputs)
+        self._probe(self._forward(params, call, inputs, rows), key)
+        return list(self._shapes[key].values())
+
+    def read(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None = None,
+             ) -> list[Tensor]:
+        """The tapped tensors, one per slot; the model runs only up to the last tapped layer."""
+        return self._read(self._forward(params, call, inputs, rows), self._key(inputs))
+
+    def run(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None = None,
+            edit: Edit | None = None) -> tuple[Any, list[Tensor]]:
+        """(model output, tapped tensors) with each tapped tensor t_k replaced by edit(k, t_k).
+
+        The recorded tensors are the layers' own, before the edit; the model continues with a
+        copy when there is no edit, so in-place operations later in the model cannot change
+        what was recorded.
+        """
+        return self._run(self._forward(params, call, inputs, rows), self._key(inputs), edit)
+
+    def one(self, values: Sequence[Tensor]) -> Tensor:
+        """The only tapped tensor, for methods that need exactly one (CAMs, neurons)."""
+        if len(values) != 1:
+            what = "takes" if self.side == "input" else "returns"
+            raise FattrError(f"{self.method}: layer {self.names[0]!r} {what} {len(values)} "
+                             "tensors, but this method needs one. Tap a submodule that "
+                             f"{what} a single tensor.")
+        return values[0]
+
+    def pack(self, values: Sequence[Tensor]) -> Tensor | tuple[Tensor, ...]:
+        """Per-slot results as the caller expects them: a tensor for a layer that returned a
+        plain tensor, a tuple (one entry per tensor) for a tuple output or for inputs."""
+        if self.side == "output" and len(values) == 1 and self._plain.get(0, True):
+            return values[0]
+        return tuple(values)
+
+    def replayed(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None,
+                 values: Sequence[Tensor]) -> Any:
+        """The model output with each tapped layer's output replaced by `values[k]`, without
         computing those layers: a rewritten copy of the module tree (the user's module is not
         touched) in which each layer returns its value, pytorch-grad-cam's AblationCAM trick.
-        A layer seen returning a tuple (by an earlier `run`, `read` or `shapes`), or a model
-        not from `fattr.functional`, is computed and its output replaced instead."""
-        replayable = isinstance(self.model.fn, FunctionalModel) and \
-            all(self._plain.get(i, False) for i in range(len(self.names)))
+        A layer seen returning a tuple (by an earlier `run`, `read` or `shapes`), an input
+        tap, or a model not from `fattr.functional` is computed and replaced instead."""
+        replayable = self.side == "output" and isinstance(self.model.fn, FunctionalModel) \
+            and all(self._plain.get(i, False) for i in range(len(self.names)))
         if not replayable:
-            out, _ = self.run(params, x, lambda i, _: values[i])
+            out, _ = self.run(params, call, inputs, rows, lambda k, _: values[k])
             return out
         if self._replaying is None:
             self._replaying = under_rules(self.model, {
-                name: (lambda module, i=i: _Replay(self._slots, i))
+                name: (lambda module, i=i: _Replay(self._values, i))
                 for i, name in enumerate(self.names)})
         inside = tuple(name + "." for name in self.names)
         outside = {k: v for k, v in params.items() if not k.startswith(inside)}
-        self._slots[:] = list(values)
+        self._values[:] = list(values)
         try:
-            return self._replaying(outside, x)
+            return call.run(self._replaying, outside, inputs, rows)
         finally:
-            self._slots.clear()
+            self._values.clear()
 
-    def gradients(self, params: Params, x: Tensor, target: Target, rows: Tensor | None = None,
+    def gradients(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None = None,
                   *, at: Sequence[Tensor] | None = None, input: bool = False) -> Tapped:
-        """Gradient of the summed target score with respect to each tapped layer output.
+        """Gradient of the summed target score with respect to each tapped tensor.
 
-        By default the gradient is taken at the layers' own outputs (a zero perturbation is
-        added to each). With `at`, each layer output is REPLACED by `at[i]` (same shape) and the
-        gradient is taken there (layer integrated gradients, conductance). `rows` maps rows of x
-        to examples of `target`. With `input=True` the input gradient comes back too.
+        By default the gradient is taken at the layers' own tensors (a zero perturbation is
+        added to each). With `at`, each tapped tensor is REPLACED by `at[k]` (same shape) and
+        the gradient is taken there (layer integrated gradients, conductance). `rows` maps rows
+        of the inputs to examples. With `input=True` the input gradients come back too.
         """
         perturb = at is None
         start = ([torch.zeros(shape, dtype=dtype, device=device)
-                  for shape, dtype, device in self.shapes(params, x)] if perturb else list(at))
+                  for shape, dtype, device in self.shapes(params, call, inputs, rows)]
+                 if perturb else list(at))
 
-        def objective(values: list[Tensor], inputs: Tensor) -> tuple[Tensor, tuple]:
-            def place(i: int, t: Tensor) -> Tensor:
-                value = self._fits(i, values[i], t)
+        def objective(values: list[Tensor], xs: Inputs) -> tuple[Tensor, tuple]:
+            def place(k: int, t: Tensor) -> Tensor:
+                value = self._fits(k, values[k], t)
                 return t + value if perturb else value
 
-            out, acts = self.run(params, inputs, place)
-            chosen = target.select(out, rows)
+            out, acts = self.run(params, call, xs, rows, place)
+            chosen = call.target.select(out, rows)
             return chosen.sum(), (acts, chosen)
 
         argnums = (0, 1) if input else 0
-        plain = plain_autograd_suffices(self.model, params, x, target, *start)
-        result, (acts, chosen) = gradient_with_aux(objective, argnums, plain)(start, x)
+        plain = plain_autograd_suffices(self.model, params, call, *start)
+        result, (acts, chosen) = gradient_with_aux(objective, argnums, plain)(start, inputs)
         layer_grads, input_grad = result if input else (result, None)
         if not perturb:
             acts = list(at)
         return Tapped(list(layer_grads), acts, chosen, input_grad)
 
-    def _fits(self, i: int, value: Tensor, t: Tensor) -> Tensor:
+    def _fits(self, k: int, value: Tensor, t: Tensor) -> Tensor:
         if value.shape != t.shape:
-            raise FattrError(f"{self.method}: the value put at layer {self.names[i]!r} has shape "
-                             f"{tuple(value.shape)}, but the layer's output has shape "
+            raise FattrError(f"{self.method}: the value put at layer {self.names[0]!r} has shape "
+                             f"{tuple(value.shape)}, but the tapped tensor has shape "
                              f"{tuple(t.shape)}.")
         return value
 
 
 def empty_layer_output(tap: Tap, reshape: Callable[[Tensor], Tensor] | None = None,
-                       ) -> Callable[[Tensor], Tensor]:
-    """`empty=` for layer methods: an empty batch shaped like the (reshaped) layer output.
+                       ) -> Callable[[Call], Any]:
+    """`empty=` for layer methods: an empty batch shaped like the (reshaped) tapped tensors.
 
-    The shape comes from a probing forward pass of the empty batch with the module's own
+    The shapes come from a probing forward pass of the empty batch with the module's own
     parameters (an empty batch carries no values, only shapes).
     """
     from fattr.core.model import functional
 
-    def empty(x: Tensor) -> Tensor:
-        (shape, dtype, device), *_ = tap.shapes(functional(tap.module)[1], x)
-        value = torch.zeros(shape, dtype=dtype, device=device)
-        return reshape(value) if reshape is not None else value
+    def empty(call: Call) -> Any:
+        probes = tap.shapes(functional(tap.module)[1], call, call.inputs)
+        values = [torch.zeros(shape, dtype=dtype, device=device)
+                  for shape, dtype, device in probes]
+        return tap.pack([reshape(v) if reshape is not None else v for v in values])
 
     return empty

@@ -23,8 +23,11 @@ class LayerModel:
         self.module = tap.module
         self.flatten = flatten
 
-    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        out = self.tap.read(params, x)[0]
+    def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
+                 **kwargs: Any) -> Tensor:
+        inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
+        forward = lambda: self.tap.model(params, x, *args, **kwargs)
+        out = self.tap.one(self.tap._read(forward, self.tap._key(inputs)))
         return out.flatten(1) if self.flatten else out
 
     def __repr__(self) -> str:

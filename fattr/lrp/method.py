@@ -9,16 +9,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fattr.core.call import Call, attribution
 from fattr.core.gradients import input_gradient
 from fattr.core.model import (
-    Call,
     FunctionalModel,
     Model,
     ModelFn,
     Params,
     PerExample,
     as_model,
-    attribution,
+    call_module,
 )
 from fattr.errors import FattrError, FattrTypeError
 from fattr.lrp.composites import Composite, resolve
@@ -44,8 +44,9 @@ class RelevanceModel:
         """The rewritten copy of the user's module for one call."""
         return relevance_tree(self.module, self.composite, self.canonize)
 
-    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        out = torch.func.functional_call(self.tree(), dict(params), (x, *args), kwargs)
+    def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
+                 **kwargs: Any) -> Tensor:
+        out = call_module(self.tree(), self.module, params, x, args, kwargs)
         if self.output is not None:
             out = self.output(out)
         if not isinstance(out, Tensor):
@@ -144,6 +145,6 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
                       base.per_example, "lrp")
 
     def compute(params: Params, call: Call) -> Tensor:
-        return input_gradient(relevance, params, call.x, call.target)[0]
+        return call.unpack(input_gradient(relevance, params, call.inputs, call)[0])
 
     return attribution(base, compute, doc=lrp.__doc__)

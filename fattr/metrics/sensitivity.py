@@ -72,7 +72,8 @@ def sensitivity_max(attr_fn: Callable[..., Tensor], params: Params, x: Tensor,
         perturbations = _check_perturbations(perturbations, batched_x, single, method)
         perturbations = perturbations.squeeze(1) if single else perturbations
     reference = attr_fn(params, x, target, **per_call)
-    moved = attribute_samples(attr_fn, params, x + perturbations, target, per_call, batch_size)
+    moved = attribute_samples(attr_fn, params, (x + perturbations,), target, per_call,
+                              batch_size, True)[0]
     axes = 1 if single else 2
     change = (moved - reference).flatten(axes).norm(dim=-1)
     norm = reference.flatten(axes - 1).norm(dim=-1)

@@ -57,13 +57,14 @@ def feature_permutation(f: ModelFn, batch_size: int | None = None, *,
     """
 
     def solve(game: Game, generator: torch.Generator | None) -> Tensor:
-        x, batch = game.call.x, game.call.batch
+        batch = game.call.batch
         if batch < 2:
             raise FattrError(
                 "feature_permutation: shuffling a feature across the batch needs at least 2 "
                 f"examples, got a batch of {batch}. Attribute several examples in one call "
                 "(per-example models cannot use this method).")
-        return game.drops(x, batch_permutations(game.features.count, batch, generator, x.device))
+        order = batch_permutations(game.features.count, batch, generator, game.device)
+        return game.drops(game.call.inputs, order)
 
     return feature_method(f, "feature_permutation", solve, batch_size, output,
                           feature_permutation.__doc__, per_call=("feature_mask", "generator"))

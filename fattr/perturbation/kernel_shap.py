@@ -73,7 +73,7 @@ def kernel_shap(f: ModelFn, samples: int = 50, batch_size: int | None = None, *,
     check_count(samples, "samples", "kernel_shap")
 
     def solve(game: Game, generator: torch.Generator | None) -> Tensor:
-        count, device = game.features.count, game.call.x.device
+        count, device = game.features.count, game.device
         drawn = shapley_kernel_coalitions(samples, count, generator, device)
         nothing = torch.zeros((1, count), dtype=torch.bool, device=device)
         scores = game.coalitions(torch.cat([nothing, drawn]))

@@ -29,7 +29,8 @@ def bernoulli_coalitions(samples: int, count: int, generator: torch.Generator | 
 def cosine_distance(keep: Tensor, x: Tensor, fill: Tensor, features: Features,
                     space: str) -> Tensor:
     """1 - cos between the unperturbed and every perturbed point: (S,) in the interpretable
-    binary space, (S, B) in input space (computed from per-feature sums, no copies of x)."""
+    binary space, (S, B) in input space (computed from per-feature sums of the flat inputs x
+    and fill (B, D), no copies of x)."""
     z = keep.to(x.dtype if x.is_floating_point() else torch.get_default_dtype())
     if space == "interpretable":  # cos(1, z) = sqrt(|z| / F)
         return 1 - (z.sum(1) / keep.shape[1]).sqrt()
@@ -98,9 +99,10 @@ def lime(f: ModelFn, samples: int = 50, batch_size: int | None = None, *, alpha:
                          f"{kernel_space!r}.")
 
     def solve(game: Game, generator: torch.Generator | None) -> Tensor:
-        keep = bernoulli_coalitions(samples, game.features.count, generator, game.call.x.device)
+        keep = bernoulli_coalitions(samples, game.features.count, generator, game.device)
         values = game.coalitions(keep)
-        distance = cosine_distance(keep, game.call.x, game.fill, game.features, kernel_space)
+        distance = cosine_distance(keep, game.flat(), game.flat_fill(), game.features,
+                                   kernel_space)
         weights = torch.exp(-distance**2 / (2 * kernel_width**2)).to(values.dtype)
         return least_squares(keep.to(values.dtype), values, weights, float(alpha),
                              intercept=True)

@@ -9,18 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from fattr.core.baselines import baseline_like
+from fattr.core.baselines import BaselineSpec
+from fattr.core.call import Call, attribution
 from fattr.core.chunking import check_batch_size
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.inputs import per_input
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.errors import FattrError
-from fattr.perturbation.engine import (
-    Removed,
-    as_result,
-    check_per_call,
-    empty_result,
-    model_scores,
-    perturbed_scores,
-)
+from fattr.perturbation.engine import Removed, as_result, empty_result, game_of
 
 Size = int | Sequence[int]
 
@@ -37,17 +32,25 @@ def _sizes(value: Size, name: str, length: int | None) -> tuple[int, ...]:
     return tuple(sizes) * (length if length is not None and len(sizes) == 1 else 1)
 
 
+def _one_size(value: object) -> bool:
+    """A window or stride for one input: an int, None, or a tuple of ints."""
+    return not (isinstance(value, tuple) and value and
+                all(isinstance(v, (tuple, list)) or v is None for v in value))
+
+
 def window_masks(window: tuple[int, ...], stride: tuple[int, ...], x: Tensor,
-                 ) -> list[Tensor]:
+                 which: int | None = None) -> list[Tensor]:
     """Per axis, which elements each window position covers: (positions, size) bool.
 
     Positions start at 0, stride, 2*stride, ... up to ceil((size - window) / stride) * stride,
     so a last window that does not fit is cut at the border (captum's placement).
     """
     shape = tuple(x.shape[1:])
+    name = "x" if which is None else f"x[{which}]"
     if len(window) != len(shape):
         raise FattrError(
-            f"occlusion: window {window} has {len(window)} axes but x of shape {tuple(x.shape)} "
+            f"occlusion: window {window} has {len(window)} axes but {name} of shape "
+            f"{tuple(x.shape)} "
             f"has {len(shape)} after the batch axis. The window excludes the batch axis: for "
             f"images (C, H, W) pass e.g. ({shape[0]}, 8, 8).")
     if any(w > size for w, size in zip(window, shape)):
@@ -65,8 +68,11 @@ def window_masks(window: tuple[int, ...], stride: tuple[int, ...], x: Tensor,
     return masks
 
 
-def windows(masks: list[Tensor]) -> Removed:
-    """Mask generator for plans of window positions (P, axes): the box covered at each."""
+def windows(masks: list[Tensor], which: int, inputs: tuple[Tensor, ...]) -> Removed:
+    """Mask generator for plans of window positions (P, axes) of input `which`: the box
+    covered at each, as flat masks over the elements of all inputs."""
+    before = sum(x.shape[1:].numel() for x in inputs[:which])
+    after = sum(x.shape[1:].numel() for x in inputs[which + 1:])
 
     def removed(rows: Tensor, example: Tensor) -> Tensor:
         covered = rows.new_ones((rows.shape[0],) + (1,) * len(masks), dtype=torch.bool)
@@ -74,7 +80,11 @@ def windows(masks: list[Tensor]) -> Removed:
             shape = [rows.shape[0]] + [1] * len(masks)
             shape[axis + 1] = mask.shape[1]
             covered = covered & mask[rows[:, axis]].reshape(shape)
-        return covered
+        covered = covered.reshape(rows.shape[0], -1)
+        if not before and not after:
+            return covered
+        pad = lambda n: covered.new_zeros((rows.shape[0], n))
+        return torch.cat([pad(before), covered, pad(after)], 1)
 
     return removed
 
@@ -104,8 +114,11 @@ def occlusion(f: ModelFn, window: Size, stride: Size | None = None,
         f: model function `f(params, x)`.
         window: the window's size along every axis after the batch axis, e.g. (3, 8, 8) for
             (B, 3, H, W) images (captum's sliding_window_shapes). An int is a 1-axis window.
+            For a tuple x, a tuple with one window per input: each input is occluded on its
+            own while the others stay as they are (as captum).
         stride: the step along each window axis (an int for all); None (default) steps by 1,
-            as captum. A stride may not exceed the window unless the window spans that axis.
+            as captum; for a tuple x, one per input. A stride may not exceed the window unless
+            the window spans that axis.
         batch_size: the most model inputs per forward call, mixed across examples and window
             positions (captum's perturbations_per_eval counts whole batches instead); None
             evaluates every position at once. The result does not depend on it.
@@ -123,23 +136,31 @@ def occlusion(f: ModelFn, window: Size, stride: Size | None = None,
     Zeiler, Fergus, "Visualizing and Understanding Convolutional Networks" (2014),
     https://arxiv.org/abs/1311.2901
     """
-    window = _sizes(window, "window", None)
-    stride = (1,) * len(window) if stride is None else _sizes(stride, "stride", len(window))
+    given = (window,) if _one_size(window) else window  # fail early on a bad size
+    for w, st in zip(given, (stride,) * len(given) if _one_size(stride) else stride):
+        size = _sizes(w, "window", None)
+        if st is not None:
+            _sizes(st, "stride", len(size))
     check_batch_size(batch_size, "occlusion")
     model = as_model(f, output, "occlusion")
 
-    def compute(params: Params, call: Call, **given: Any) -> Tensor:
-        check_per_call(given, ("baseline",), "occlusion")
-        x = call.x
-        fill = baseline_like(given.get("baseline"), x, "occlusion")
-        masks = window_masks(window, stride, x)
-        counts = [m.shape[0] for m in masks]
-        grid = torch.meshgrid(*(torch.arange(n, device=x.device) for n in counts), indexing="ij")
-        positions = torch.stack(grid, -1).reshape(-1, len(counts))
-        scores = perturbed_scores(model, params, call, positions, windows(masks), fill,
-                                  batch_size)
-        drops = (model_scores(model, params, call, batch_size) - scores).T
-        return as_result(spread(drops.reshape(-1, *counts), masks), x)
+    def compute(params: Params, call: Call, baseline: BaselineSpec | tuple = None) -> Any:
+        windows_of = per_input(window, len(call.inputs), "window", "occlusion", atom=_one_size)
+        strides_of = per_input(stride, len(call.inputs), "stride", "occlusion", atom=_one_size)
+        game = game_of(model, params, call, batch_size, baseline, None)
+        full = game.full()
+        results = []
+        for i, (w, st) in enumerate(zip(windows_of, strides_of)):  # inputs one at a time
+            w = _sizes(w, "window", None)
+            st = (1,) * len(w) if st is None else _sizes(st, "stride", len(w))
+            masks = window_masks(w, st, call.inputs[i], i if len(call.inputs) > 1 else None)
+            counts = [m.shape[0] for m in masks]
+            grid = torch.meshgrid(*(torch.arange(n, device=game.device) for n in counts),
+                                  indexing="ij")
+            positions = torch.stack(grid, -1).reshape(-1, len(counts))
+            drops = (full - game.scores(positions, windows(masks, i, call.inputs))).T
+            results.append(spread(drops.reshape(-1, *counts), masks))
+        return call.unpack(as_result(tuple(results), call.inputs))
 
     return attribution(model, compute, gradient=False, empty=empty_result,
                        batched_kwargs=("baseline",), doc=occlusion.__doc__)

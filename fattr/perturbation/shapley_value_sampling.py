@@ -66,7 +66,7 @@ def shapley_value_sampling(f: ModelFn, samples: int = 25, batch_size: int | None
     check_count(samples, "samples", "shapley_value_sampling")
 
     def solve(game: Game, generator: torch.Generator | None) -> Tensor:
-        count, device = game.features.count, game.call.x.device
+        count, device = game.features.count, game.device
         orders = random_permutations(samples, count, generator, device)
         rank = orders.argsort(1)  # position of every feature in every ordering
         scores = game.scores(prefix_plan(samples, count, device), prefixes(game.features, rank))

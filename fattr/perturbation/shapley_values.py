@@ -61,7 +61,7 @@ def shapley_values(f: ModelFn, batch_size: int | None = None, *, max_features: i
                 f"max_features={max_features} (they need 2^F forward passes per example, here "
                 f"2^{count}). Group elements into fewer features with feature_mask (e.g. "
                 "superpixels), use shapley_value_sampling or kernel_shap, or raise max_features.")
-        keep = all_coalitions(count, game.call.x.device)
+        keep = all_coalitions(count, game.device)
         values = game.coalitions(keep)
         return values.T @ shapley_weights(keep, values.dtype)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from fattr.core.call import Call
 from fattr.core.gradients import input_gradient
-from fattr.core.model import Call, FunctionalModel, Model, Params
+from fattr.core.model import FunctionalModel, Model, Params, call_module
 from fattr.errors import FattrError, FattrTypeError
 from fattr.rules.activation import ActivationRule
 from fattr.rules.rewrite import Rules, rewrite
@@ -35,8 +35,9 @@ class RewrittenModel:
     def rewritten(self) -> nn.Module:
         return rewrite(self.base.module, self.rules, functions=self.functions, refuse=self.refuse)
 
-    def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Any:
-        return torch.func.functional_call(self.rewritten(), dict(params), (x, *args), kwargs)
+    def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
+                 **kwargs: Any) -> Any:
+        return call_module(self.rewritten(), self.module, params, x, args, kwargs)
 
 
 def require_functional(model: Model) -> FunctionalModel:
@@ -79,7 +80,9 @@ def rule_gradient(model: Model, rule: ActivationRule, *, times_input: bool = Fal
     ruled = under_activation_rule(model, rule, refuse)
 
     def compute(params: Params, call: Call) -> Tensor:
-        g = input_gradient(ruled, params, call.x, call.target)[0]
-        return g * call.x if times_input else g
+        gradients = input_gradient(ruled, params, call.inputs, call)[0]
+        if times_input:
+            gradients = tuple(g * x for g, x in zip(gradients, call.inputs))
+        return call.unpack(gradients)
 
     return compute

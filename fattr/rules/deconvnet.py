@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.core.model import ModelFn, as_model, attribution
+from fattr.core.call import attribution
+from fattr.core.model import ModelFn, as_model
 from fattr.rules.activation import ActivationRule
 from fattr.rules.apply import formulation, rule_gradient
 from fattr.rules.nonlinearities import RELU

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fattr.core.baselines import BaselineSpec, baseline_like
+from fattr.core.baselines import BaselineSpec, baselines_for
+from fattr.core.call import Call, attribution
 from fattr.core.gradients import input_gradient
-from fattr.core.model import Call, Model, ModelFn, Params, as_model, attribution
-from fattr.core.targets import Target
+from fattr.core.inputs import Inputs
+from fattr.core.model import Model, ModelFn, Params, as_model
 from fattr.errors import FattrError
 from fattr.rules.activation import Activation, ActivationFn, ActivationRule, reads_indices
 from fattr.rules.apply import under_activation_rule
@@ -152,17 +153,19 @@ def rescaled(model: Model, eps: float) -> Model:
     return under_activation_rule(model, rule, dict.fromkeys(REFUSED, model.method))
 
 
-def pair_attribution(model: Model, params: Params, x: Tensor, reference: Tensor,
-                     target: Target, rows: Tensor | None = None) -> Tensor:
-    """(x - x0) * multipliers for rows of x and their references, through one doubled batch.
+def pair_attribution(model: Model, params: Params, call: Call, xs: Inputs, references: Inputs,
+                     rows: Tensor | None = None) -> Inputs:
+    """(x - x0) * multipliers for rows of the inputs and their references, through one doubled
+    batch (every input doubled alike; per-example model arguments follow both halves).
 
     `model` must be `rescaled`. Both halves are seeded with the target, as captum does (the
     max-pool rule reads the reference half's gradient).
     """
-    n = x.shape[0]
-    rows = torch.arange(n, device=x.device) if rows is None else rows
-    g, _ = input_gradient(model, params, torch.cat([x, reference]), target, rows.repeat(2))
-    return (x - reference) * g[:n]
+    n = xs[0].shape[0]
+    rows = torch.arange(n, device=xs[0].device) if rows is None else rows
+    doubled = tuple(torch.cat([x, r]) for x, r in zip(xs, references))
+    gradients, _ = input_gradient(model, params, doubled, call, rows.repeat(2))
+    return tuple((x - r) * g[:n] for x, r, g in zip(xs, references, gradients))
 
 
 def deeplift(f: ModelFn, eps: float = 1e-10, *,
@@ -212,7 +215,7 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
     ruled = rescaled(model, eps)
 
     def compute(params: Params, call: Call, baseline: BaselineSpec = None) -> Tensor:
-        reference = baseline_like(baseline, call.x, "deeplift")
-        return pair_attribution(ruled, params, call.x, reference, call.target)
+        references = baselines_for(baseline, call.inputs, "deeplift")
+        return call.unpack(pair_attribution(ruled, params, call, call.inputs, references))
 
     return attribution(model, compute, batched_kwargs=("baseline",), doc=deeplift.__doc__)

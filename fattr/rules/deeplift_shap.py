@@ -7,10 +7,10 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.core.baselines import baseline_distribution
-from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.gradients import fold
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.baselines import distributions_for
+from fattr.core.call import Call, attribution
+from fattr.core.chunking import check_batch_size, path_sum
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.errors import FattrError
 from fattr.rules.deeplift import check_eps, pair_attribution, rescaled
 
@@ -50,18 +50,17 @@ def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None,
     model = as_model(f, output, "deeplift_shap")
     ruled = rescaled(model, eps)
 
-    def compute(params: Params, call: Call, baselines: Tensor | None = None) -> Tensor:
-        x = call.x
-        pool = baseline_distribution(baselines, x, "deeplift_shap")
-        count = pool.shape[0]
-        inputs, example = fold(x.expand(count, *x.shape))
-        references, _ = fold(pool.unsqueeze(1).expand(count, *x.shape))
+    def compute(params: Params, call: Call, baselines: Tensor | tuple | None = None) -> Tensor:
+        xs = call.inputs
+        pools = distributions_for(baselines, xs, "deeplift_shap")
+        count = pools[0].shape[0]
 
-        def chunk(rows: Tensor, refs: Tensor, index: Tensor) -> Tensor:
-            return pair_attribution(ruled, params, rows, refs, call.target, index)
+        def pair(reference: Tensor, example: Tensor) -> tuple[Tensor, ...]:
+            rows = tuple(x[example] for x in xs)
+            refs = tuple(pool[reference] for pool in pools)
+            attributions = pair_attribution(ruled, params, call, rows, refs, example)
+            return tuple(a / count for a in attributions)
 
-        total = chunked(chunk, inputs, references, example, batch_size=pairs,
-                        segments=(example, call.batch))
-        return total / count
+        return call.unpack(path_sum(pair, count, call.batch, pairs, xs[0].device))
 
     return attribution(model, compute, doc=deeplift_shap.__doc__)

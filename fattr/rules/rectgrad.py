@@ -9,7 +9,8 @@ from typing import Any
 
 from torch import Tensor
 
-from fattr.core.model import ModelFn, as_model, attribution
+from fattr.core.call import attribution
+from fattr.core.model import ModelFn, as_model
 from fattr.errors import FattrError
 from fattr.rules.activation import ActivationFn, ActivationRule, keep_where_positive
 from fattr.rules.apply import formulation, rule_gradient

@@ -305,7 +305,7 @@ def test_reliability(cnn):
     with pytest.raises(ValueError, match="layer_mask must be an integer tensor of group ids.*"
                                          "got torch.float32"):
         lfa(params, x, 0, layer_mask=torch.zeros(1, 6, 1, 1))
-    with pytest.raises(TypeError, match="unexpected keyword argument 'feature_mask'"):
+    with pytest.raises(TypeError, match="unexpected argument feature_mask="):
         lfa(params, x, 0, feature_mask=torch.zeros(1, 6, 1, 1, dtype=torch.long))
     with pytest.raises(ValueError, match="layer_feature_ablation: target 9 is out of range"):
         lfa(params, x, 9)

@@ -10,8 +10,8 @@ from torch import nn
 from torch.func import grad, vmap
 
 import fattr
+from fattr.core.call import prepare
 from fattr.core.model import as_model
-from fattr.core.targets import Target
 from fattr.layers.taps import Tap
 from tests.conftest import assert_unchanged, resnet18, small_cnn, state_snapshot
 
@@ -77,10 +77,11 @@ def test_read_runs_only_up_to_the_layer():
 
     net = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), Boom())
     f, params = fattr.functional(net)
-    tap = Tap(as_model(f, None, "test"), "1", "test")
-    tap._shapes[((2, 3), torch.float32, torch.device("cpu"))] = []  # skip the full probe
+    model = as_model(f, None, "test")
+    tap = Tap(model, "1", "test")
     x = torch.randn(2, 3)
-    torch.testing.assert_close(tap.read(params, x)[0], net[:2](x))
+    call = prepare(model, x, None)
+    torch.testing.assert_close(tap.read(params, call, call.inputs)[0], net[:2](x))
     assert all(not m._forward_hooks for m in net.modules())
 
 
@@ -88,23 +89,23 @@ def test_gradients_at_given_values_and_several_layers(cnn):
     """`at=` replaces the layer outputs; the gradient is the suffix's gradient there."""
     net, f, params, x = cnn
     model = as_model(f, None, "test")
-    target = Target(torch.tensor([0, 3, 1]), 3, x.device, "test")
+    call = prepare(model, x, torch.tensor([0, 3, 1]))
     tap = Tap(model, ["4", "7"], "test")
     a4 = net[:5](x)
     values = [a4 * 0.5, net[5:8](a4 * 0.5)]
-    tapped = tap.gradients(params, x, target, at=values)
+    tapped = tap.gradients(params, call, call.inputs, at=values)
     point = values[0].detach().clone().requires_grad_()
     net[5:](point)[torch.arange(3), torch.tensor([0, 3, 1])].sum().backward()
     torch.testing.assert_close(tapped.gradients[0], torch.zeros_like(point))  # replaced later
     tap4 = Tap(model, "4", "test")
-    torch.testing.assert_close(tap4.gradients(params, x, target, at=[values[0]]).gradients[0],
-                               point.grad)
-    both = tap.gradients(params, x, target, input=True)
+    torch.testing.assert_close(
+        tap4.gradients(params, call, call.inputs, at=[values[0]]).gradients[0], point.grad)
+    both = tap.gradients(params, call, call.inputs, input=True)
     gx = grad(lambda v: f(params, v)[torch.arange(3), torch.tensor([0, 3, 1])].sum())(x)
-    torch.testing.assert_close(both.input_gradient, gx)
+    torch.testing.assert_close(both.input_gradient[0], gx)
     torch.testing.assert_close(both.activations[1], net[:8](x))
     with pytest.raises(ValueError, match=r"value put at layer '4' has shape \(1, 6, 4, 4\)"):
-        tap4.gradients(params, x, target, at=[values[0][:1]])
+        tap4.gradients(params, call, call.inputs, at=[values[0][:1]])
 
 
 def test_layer_method_composition(cnn):
@@ -133,7 +134,7 @@ def test_token_ids_through_an_embedding():
     assert fattr.layer_activation(f, "emb")(params, ids).shape == (2, 3, 4)
 
 
-def test_tuple_output_layer_taps_its_first_item():
+def test_tuple_output_layer_is_attributed_tensor_by_tensor():
     class Pair(nn.Module):
         def __init__(self):
             super().__init__()
@@ -157,7 +158,7 @@ def test_tuple_output_layer_taps_its_first_item():
     f, params = fattr.functional(net)
     x = torch.randn(4, 3, dtype=torch.float64)
     h = net.pair.lin(x)
-    a = fattr.layer_gradient_x_activation(f, "pair")(params, x, 0)
+    (a,) = fattr.layer_gradient_x_activation(f, "pair")(params, x, 0)  # a tuple, like the output
     torch.testing.assert_close(a, h * (1 - torch.tanh(h) ** 2) * net.head.weight[0])
 
 
@@ -196,7 +197,7 @@ def test_errors_and_no_hooks_left(cnn):
             return self.inner(x)["out"]
 
     h, q = fattr.functional(Outer())
-    with pytest.raises(ValueError, match="returned dict; a tap needs a tensor"):
+    with pytest.raises(ValueError, match="layer 'inner' has no tensor output to tap"):
         fattr.layer_activation(h, "inner")(q, torch.randn(1, 2))
 
 

@@ -187,11 +187,11 @@ def test_lime_input_space_kernel_is_cosine_of_inputs():
 
     _, x, _, baseline = image_case()
     keep = bernoulli_coalitions(9, 5, seeded(9), x.device)
-    features = feature_groups(FIVE, x, "lime")
-    ours = cosine_distance(keep, x, baseline, features, "input")  # (S, B)
+    features = feature_groups(FIVE, (x,), "lime")
+    ours = cosine_distance(keep, x.flatten(1), baseline.flatten(1), features, "input")  # (S, B)
     for s in range(9):
-        perturbed = torch.where(features.removed(keep[s].expand(3, -1), torch.arange(3)),
-                                baseline, x)
+        removed = features.removed(keep[s].expand(3, -1), torch.arange(3)).reshape(x.shape)
+        perturbed = torch.where(removed, baseline, x)
         cos = torch.nn.functional.cosine_similarity(x.flatten(1), perturbed.flatten(1))
         torch.testing.assert_close(ours[s], 1 - cos, rtol=1e-12, atol=1e-12)
 
