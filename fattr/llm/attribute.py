@@ -197,10 +197,6 @@ def _baseline(baseline: Any, embeddings: nn.Module, spec: Method, method: str) -
     return baseline.detach().to(weight.device, weight.dtype)
 
 
-def _bind(f: Any, kwargs: dict[str, Any]) -> Any:
-    return lambda params, x: f(params, x, **kwargs)
-
-
 def _gradient(model: nn.Module, spec: Method, scoring: Any, batch: Batch, base: Tensor,
               ctor: dict[str, Any], batch_size: int | None, generator: Any,
               chunk: int | None) -> Tensor:
@@ -212,10 +208,10 @@ def _gradient(model: nn.Module, spec: Method, scoring: Any, batch: Batch, base: 
     ids, groups = batch.ids.to(device), batch.groups.to(device)
     with torch.no_grad():
         x = scorer.embed(ids)
-    kwargs = dict(context=x, groups=groups, targets=batch.targets.to(device),
-                  **{k: v.to(device) for k, v in batch.model_kwargs.items()})
-    attr = spec.build(_bind(f, kwargs), **_with_batch_size(spec, ctor, batch_size))
-    per_call = {}
+    per_call: dict[str, Any] = {"model_kwargs": dict(
+        context=x, groups=groups, targets=batch.targets.to(device),
+        **{k: v.to(device) for k, v in batch.model_kwargs.items()})}
+    attr = spec.build(f, **_with_batch_size(spec, ctor, batch_size))
     if "baseline" in spec.per_call:
         per_call["baseline"] = base
     if "baselines" in spec.per_call:
@@ -236,11 +232,11 @@ def _perturbation(model: nn.Module, spec: Method, scoring: Any, batch: Batch, ba
     device = base.device
     present = torch.ones(batch.ids.shape[0], max(batch.feature_counts), dtype=torch.long,
                          device=device)
-    kwargs = dict(ids=batch.ids.to(device), groups=batch.groups.to(device),
-                  base=base.reshape(1, 1, -1), targets=batch.targets.to(device),
-                  **{k: v.to(device) for k, v in batch.model_kwargs.items()})
-    attr = spec.build(_bind(f, kwargs), **_with_batch_size(spec, ctor, batch_size))
-    per_call: dict[str, Any] = {"baseline": 0}
+    per_call: dict[str, Any] = {"baseline": 0, "model_kwargs": dict(
+        ids=batch.ids.to(device), groups=batch.groups.to(device), base=base.reshape(1, 1, -1),
+        targets=batch.targets.to(device),
+        **{k: v.to(device) for k, v in batch.model_kwargs.items()})}
+    attr = spec.build(f, **_with_batch_size(spec, ctor, batch_size))
     if "generator" in spec.per_call:
         per_call["generator"] = generator
     with torch.no_grad():

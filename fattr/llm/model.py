@@ -65,13 +65,6 @@ def logits_of(out: Any) -> Tensor:
     return logits
 
 
-def rows(t: Tensor | None, n: int) -> Tensor | None:
-    """A per-example tensor for n rows: one shared row (1, ...) is expanded to n."""
-    if t is None or t.shape[0] == n:
-        return t
-    return t.expand(n, *t.shape[1:])
-
-
 class TeacherForced(nn.Module):
     """`forward(embeds, targets, attention_mask=None, position_ids=None) -> (B, T + 1)`: the
     score of each target token (predicted at the last T positions of `embeds`) and of the
@@ -90,18 +83,18 @@ class TeacherForced(nn.Module):
 
     def forward(self, embeds: Tensor, targets: Tensor, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None) -> Tensor:
-        n, steps = embeds.shape[0], targets.shape[1]
+        steps = targets.shape[1]
         kwargs: dict[str, Any] = {}
         if attention_mask is not None:
-            kwargs["attention_mask"] = rows(attention_mask, n)
+            kwargs["attention_mask"] = attention_mask
         if position_ids is not None and self.positions:
-            kwargs["position_ids"] = rows(position_ids, n)
+            kwargs["position_ids"] = position_ids
         if self.keep:
             kwargs["logits_to_keep"] = steps
         if self.cache:
             kwargs["use_cache"] = False
         logits = logits_of(self.model(inputs_embeds=embeds, **kwargs))
-        return self.score(logits[:, -steps:], rows(targets, n))
+        return self.score(logits[:, -steps:], targets)
 
 
 class Embedded(nn.Module):
@@ -117,8 +110,7 @@ class Embedded(nn.Module):
     def forward(self, x: Tensor, context: Tensor, groups: Tensor, targets: Tensor,
                 attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
                 ) -> Tensor:
-        n = x.shape[0]
-        embeds = torch.where(rows(groups, n).unsqueeze(-1) >= 0, x, rows(context, n))
+        embeds = torch.where(groups.unsqueeze(-1) >= 0, x, context)
         return self.scorer(embeds, targets, attention_mask, position_ids)
 
 
@@ -134,10 +126,8 @@ class Masked(nn.Module):
     def forward(self, present: Tensor, ids: Tensor, groups: Tensor, base: Tensor,
                 targets: Tensor, attention_mask: Tensor | None = None,
                 position_ids: Tensor | None = None) -> Tensor:
-        n = present.shape[0]
-        groups = rows(groups, n)
         kept = (groups < 0) | present.gather(1, groups.clamp_min(0)).bool()
-        embeds = torch.where(kept.unsqueeze(-1), self.scorer.embed(rows(ids, n)), base)
+        embeds = torch.where(kept.unsqueeze(-1), self.scorer.embed(ids), base)
         return self.scorer(embeds, targets, attention_mask, position_ids)
 
 
