@@ -10,6 +10,7 @@ batched matmuls. benchmarks/bench_llm.py measures both; see docs/llm.md.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -55,3 +56,8 @@ class math_attention(TorchFunctionMode):
         if func is F.scaled_dot_product_attention:
             return attention(*args, **(kwargs or {}))
         return func(*args, **(kwargs or {}))
+
+
+# How the batched backward passes of the gradient methods run attention (chosen by measurement,
+# benchmarks/bench_llm.py and docs/llm.md).
+BACKWARD_ATTENTION = contextlib.nullcontext

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -11,7 +13,7 @@ from torch import Tensor, nn
 import fattr
 from fattr.core.checks import check_count
 from fattr.errors import FattrError, FattrTypeError
-from fattr.llm.attention import math_attention
+from fattr.llm.attention import BACKWARD_ATTENTION
 from fattr.llm.features import FeatureSpec, token_groups
 from fattr.llm.generate import greedy
 from fattr.llm.inputs import Batch, Prompt, encode_prompt, encode_target, layout, token_strings
@@ -201,26 +203,38 @@ def _gradient(model: nn.Module, spec: Method, scoring: Any, batch: Batch, base: 
               ctor: dict[str, Any], batch_size: int | None, generator: Any,
               chunk: int | None) -> Tensor:
     """(T + 1, B, F): the method on the input embeddings, summed over the embedding axis and
-    over each feature's tokens."""
+    over each feature's tokens; one backward pass per target token, all in one vmap. The
+    sequence row is their sum where the method and the score are linear (the sequence score
+    is the sum of the token scores), else one more attribution."""
     scorer = TeacherForced(model, scoring)
     f, params = fattr.functional(Embedded(scorer))
     device = base.device
     ids, groups = batch.ids.to(device), batch.groups.to(device)
     with torch.no_grad():
         x = scorer.embed(ids)
-    per_call: dict[str, Any] = {"model_kwargs": dict(
-        context=x, groups=groups, targets=batch.targets.to(device),
-        **{k: v.to(device) for k, v in batch.model_kwargs.items()})}
+    kwargs = dict(context=x, groups=groups, targets=batch.targets.to(device),
+                  **{k: v.to(device) for k, v in batch.model_kwargs.items()})
     attr = spec.build(f, **_with_batch_size(spec, ctor, batch_size))
+    per_call: dict[str, Any] = {}
     if "baseline" in spec.per_call:
         per_call["baseline"] = base
     if "baselines" in spec.per_call:
         per_call["baselines"] = base.reshape(-1, 1, base.shape[-1]).expand(-1, *x.shape[1:])
     if "generator" in spec.per_call:
         per_call["generator"] = generator
-    with math_attention():
-        out = over_targets(attr, params, x, _columns(batch, device), chunk, **per_call)
-    return _feature_sums(out.sum(-1).detach(), groups, max(batch.feature_counts))
+    count = max(batch.feature_counts)
+    steps = batch.targets.shape[1]
+    with replayable(generator) as replay, BACKWARD_ATTENTION():
+        token = lambda c: attr(params, x, None, model_kwargs={**kwargs, "column": c},
+                               **per_call)
+        tokens = _feature_sums(over_targets(token, _columns(batch, steps, device), chunk)
+                               .sum(-1).detach(), groups, count)
+        if spec.linear(ctor) and scoring.name != "prob":
+            return torch.cat([tokens, tokens.sum(0, keepdim=True)])
+        replay()
+        whole = torch.full((x.shape[0],), steps, device=device)
+        sequence = attr(params, x, whole, model_kwargs=kwargs, **per_call)
+    return torch.cat([tokens, _feature_sums(sequence.sum(-1).detach()[None], groups, count)])
 
 
 def _perturbation(model: nn.Module, spec: Method, scoring: Any, batch: Batch, base: Tensor,
@@ -239,8 +253,9 @@ def _perturbation(model: nn.Module, spec: Method, scoring: Any, batch: Batch, ba
     attr = spec.build(f, **_with_batch_size(spec, ctor, batch_size))
     if "generator" in spec.per_call:
         per_call["generator"] = generator
+    run = lambda c: attr(params, present, c, **per_call)
     with torch.no_grad():
-        return over_targets(attr, params, present, _columns(batch, device), chunk, **per_call)
+        return over_targets(run, _columns(batch, batch.targets.shape[1] + 1, device), chunk)
 
 
 def _with_batch_size(spec: Method, ctor: dict[str, Any], batch_size: int | None) -> dict:
@@ -254,10 +269,19 @@ def _with_batch_size(spec: Method, ctor: dict[str, Any], batch_size: int | None)
     return ctor
 
 
-def _columns(batch: Batch, device: torch.device) -> Tensor:
-    """(T + 1, B): score column t for every example, the T token scores then the sequence."""
-    steps = batch.targets.shape[1] + 1
-    return torch.arange(steps, device=device)[:, None].expand(steps, batch.ids.shape[0])
+def _columns(batch: Batch, count: int, device: torch.device) -> Tensor:
+    """(count, B): score column c for every example (columns 0..T-1: the target tokens, T: the
+    sequence)."""
+    return torch.arange(count, device=device)[:, None].expand(count, batch.ids.shape[0])
+
+
+@contextlib.contextmanager
+def replayable(generator: torch.Generator | None) -> Iterator[Callable[[], None]]:
+    """Yields `replay()`, which rewinds `generator` (None: torch's global generator) to its
+    state at the start of the block, so a second attribution draws what the first drew."""
+    state = torch.get_rng_state() if generator is None else generator.get_state()
+    rewind = torch.set_rng_state if generator is None else generator.set_state
+    yield lambda: rewind(state)
 
 
 def _feature_sums(values: Tensor, groups: Tensor, count: int) -> Tensor:

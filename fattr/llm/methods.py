@@ -32,10 +32,11 @@ class Method:
     gradient: bool
     per_call: tuple[str, ...] = ()
     renames: tuple[tuple[str, str], ...] = ()   # llm keyword -> fattr keyword
+    linear: Callable[[dict], bool] = lambda kwargs: True  # linear in the score (given kwargs)
 
 
 METHODS = {
-    "saliency": Method(fattr.saliency, True),
+    "saliency": Method(fattr.saliency, True, linear=lambda kwargs: not kwargs.get("abs", True)),
     "input_x_gradient": Method(fattr.input_x_gradient, True),
     "integrated_gradients": Method(fattr.integrated_gradients, True, ("baseline",),
                                    (("quadrature", "method"),)),
@@ -62,9 +63,10 @@ def constructor_kwargs(method: str, spec: Method, given: dict[str, Any],
     return {renamed.get(k, k): v for k, v in given.items()}
 
 
-def over_targets(attr: Callable[..., Tensor], params: dict, x: Tensor, columns: Tensor,
-                 chunk: int | None, **per_call: Any) -> Tensor:
-    """attr for every row of `columns` (K, B) -> (K, B, ...), the model's forward run once per
-    chunk of `chunk` rows (None: all at once). Random draws are shared by all K targets."""
-    return torch.func.vmap(lambda c: attr(params, x, c, **per_call), randomness="same",
-                           chunk_size=chunk)(columns)
+def over_targets(run: Callable[[Tensor], Tensor], columns: Tensor, chunk: int | None,
+                 ) -> Tensor:
+    """run(c) for every row c of `columns` (K, B) -> (K, B, ...), as one `vmap` (in chunks of
+    `chunk` rows; None: all at once). `run` calls the model once: its forward pass does not
+    depend on c, so it runs once per chunk and only what follows c is batched. Random draws
+    are shared by all K rows."""
+    return torch.func.vmap(run, randomness="same", chunk_size=chunk)(columns)

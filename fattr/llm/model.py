@@ -66,15 +66,21 @@ def logits_of(out: Any) -> Tensor:
 
 
 class TeacherForced(nn.Module):
-    """`forward(embeds, targets, attention_mask=None, position_ids=None) -> (B, T + 1)`: the
-    score of each target token (predicted at the last T positions of `embeds`) and of the
-    sequence. `targets` (B, T) holds token ids, -1 for padding."""
+    """`forward(embeds, targets, attention_mask=None, position_ids=None, column=None)`: the
+    scores of the target tokens, predicted at the last T positions of `embeds` (B, N, d).
+    `targets` (B, T) holds token ids, -1 for padding.
+
+    Without `column`: (B, T + 1), the score of every target token and of the sequence. With
+    `column` (B,) (the same token index t < T in every row, as under `vmap` over target
+    tokens): (B,), the score of token t only, the LM head applied at its position only. For the
+    backward pass of one token the head's gradient is then one row, not T rows of zeros.
+    """
 
     def __init__(self, model: nn.Module, score: Score):
         super().__init__()
         self.model = model
         self.score = score
-        self.keep = accepts(model, "logits_to_keep")  # HF: the LM head on the last T only
+        self.keep = accepts(model, "logits_to_keep")  # HF: the LM head on the kept rows only
         self.positions = accepts(model, "position_ids")
         self.cache = accepts(model, "use_cache")
 
@@ -82,23 +88,31 @@ class TeacherForced(nn.Module):
         return self.model.get_input_embeddings()(ids)
 
     def forward(self, embeds: Tensor, targets: Tensor, attention_mask: Tensor | None = None,
-                position_ids: Tensor | None = None) -> Tensor:
+                position_ids: Tensor | None = None, column: Tensor | None = None) -> Tensor:
         steps = targets.shape[1]
         kwargs: dict[str, Any] = {}
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask
         if position_ids is not None and self.positions:
             kwargs["position_ids"] = position_ids
-        if self.keep:
-            kwargs["logits_to_keep"] = steps
         if self.cache:
             kwargs["use_cache"] = False
+        if column is None:
+            if self.keep:
+                kwargs["logits_to_keep"] = steps
+            logits = logits_of(self.model(inputs_embeds=embeds, **kwargs))
+            return self.score(logits[:, -steps:], targets)
+        position = embeds.shape[1] - steps + column[:1]
+        if self.keep:
+            kwargs["logits_to_keep"] = position
         logits = logits_of(self.model(inputs_embeds=embeds, **kwargs))
-        return self.score(logits[:, -steps:], targets)
+        if not self.keep:
+            logits = logits.index_select(1, position)
+        return self.score(logits[:, -1:], targets.gather(1, column[:, None]))[:, 0]
 
 
 class Embedded(nn.Module):
-    """`forward(x, context, groups, targets, ...) -> (B, T + 1)`: the scores with the input
+    """`forward(x, context, groups, targets, ...)`: `TeacherForced`'s scores with the input
     embeddings `x` (B, N, d) at feature positions (`groups` >= 0) and `context` elsewhere. The
     gradient methods differentiate `x`: context positions (the continuation, tokens outside
     every feature) get exactly zero gradient, so a baseline needs to cover features only."""
@@ -109,9 +123,9 @@ class Embedded(nn.Module):
 
     def forward(self, x: Tensor, context: Tensor, groups: Tensor, targets: Tensor,
                 attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                ) -> Tensor:
+                column: Tensor | None = None) -> Tensor:
         embeds = torch.where(groups.unsqueeze(-1) >= 0, x, context)
-        return self.scorer(embeds, targets, attention_mask, position_ids)
+        return self.scorer(embeds, targets, attention_mask, position_ids, column)
 
 
 class Masked(nn.Module):
