@@ -13,7 +13,6 @@ from torch import Tensor, nn
 import fattr
 from fattr.core.checks import check_count
 from fattr.errors import FattrError, FattrTypeError
-from fattr.llm.attention import BACKWARD_ATTENTION
 from fattr.llm.features import FeatureSpec, token_groups
 from fattr.llm.generate import greedy
 from fattr.llm.inputs import Batch, Prompt, encode_prompt, encode_target, layout, token_strings
@@ -224,7 +223,7 @@ def _gradient(model: nn.Module, spec: Method, scoring: Any, batch: Batch, base: 
         per_call["generator"] = generator
     count = max(batch.feature_counts)
     steps = batch.targets.shape[1]
-    with replayable(generator) as replay, BACKWARD_ATTENTION():
+    with replayable(generator) as replay:
         token = lambda c: attr(params, x, None, model_kwargs={**kwargs, "column": c},
                                **per_call)
         tokens = _feature_sums(over_targets(token, _columns(batch, steps, device), chunk)

@@ -1,8 +1,14 @@
 """The attribution methods of `fattr.llm.attribute`, each one of fattr's own methods run over
-all target tokens at once: `torch.func.vmap` over the T + 1 score columns (T tokens and the
-sequence). The model's forward pass does not depend on the target, so under that vmap it runs
-once; only the backward pass (gradient methods) or the target selection and the solver
-(perturbation methods) are batched.
+all target tokens at once: `torch.func.vmap` over the score columns (the T tokens; for
+perturbation methods also the sequence). The model's forward pass does not depend on the
+column, so under that vmap it runs once; only the backward pass (gradient methods) or the
+target selection and the solver (perturbation methods) are batched.
+
+PyTorch's fused attention (`F.scaled_dot_product_attention`, HuggingFace's "sdpa") has no vmap
+batching rule for its CPU backward, so torch loops over the T columns for that one op. That
+measured faster than attention written as matmuls (whose batched backward materializes T
+attention matrices) and than one forward pass followed by T `autograd.grad(retain_graph=True)`
+calls (benchmarks/bench_llm.py, docs/llm.md), so the model runs as it is.
 
 Gradient methods attribute the input embeddings x (B, N, d) of the `Embedded` model;
 perturbation methods a presence vector (B, F) of the `Masked` model (1 keeps a feature, 0 puts
