@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from fattr.llm.result import TextAttribution
 from fattr.llm.scores import ScoreSpec, as_score, check_callable_score
 
 NAME = "fattr.llm.attribute"
+SDPA_FALLBACK = "There is a performance drop because we have not yet implemented the batching"
 
 
 def attribute(model: nn.Module, tokenizer: Any, prompt: Any, target: Any = None, *,
@@ -223,7 +225,8 @@ def _gradient(model: nn.Module, spec: Method, scoring: Any, batch: Batch, base: 
         per_call["generator"] = generator
     count = max(batch.feature_counts)
     steps = batch.targets.shape[1]
-    with replayable(generator) as replay:
+    with replayable(generator) as replay, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", SDPA_FALLBACK, UserWarning)  # measured: the faster
         token = lambda c: attr(params, x, None, model_kwargs={**kwargs, "column": c},
                                **per_call)
         tokens = _feature_sums(over_targets(token, _columns(batch, steps, device), chunk)

@@ -63,7 +63,7 @@ def test_chunked_targets_equal_one_vmap_and_batch_size_does_not_matter():
     torch.testing.assert_close(chunked.seq_attr, one.seq_attr, rtol=1e-9, atol=1e-12)
     calls, _ = forward_passes(model, lambda: fattr.llm.attribute(
         model, tok, PROMPT, target, steps=6, target_chunk=2))
-    assert calls == 3  # one per chunk of the 6 score columns
+    assert calls == 3  # one per chunk of the 5 target tokens
 
 
 @pytest.mark.parametrize("build", [llama, gpt2])
@@ -121,12 +121,37 @@ def test_step_by_step_decoding_equals_generate():
     assert res.output_tokens == [tok.decode([i]) for i in expected.tolist()]
 
 
-def test_seq_attr_of_the_log_prob_is_the_sum_of_token_attributions():
-    """On GPT-2: HF's Llama computes RMSNorm in float32 even in a float64 model, so its
-    gradients are linear in the score only to ~1e-7."""
+def test_seq_attr_of_a_nonlinear_method_is_its_own_attribution():
+    """saliency (abs) of the sequence is |d sum_t log p_t / d e| summed over d, not the sum of
+    the token rows; one more forward pass, whatever T. On GPT-2: HF's Llama computes RMSNorm
+    in float32 even in a float64 model."""
     model, tok = gpt2(), word_tokenizer()
-    res = fattr.llm.attribute(model, tok, PROMPT, torch.tensor([5, 6, 7]), steps=8)
-    torch.testing.assert_close(res.seq_attr, res.token_attr.sum(0), rtol=1e-9, atol=1e-12)
+    ids, target = torch.tensor(tok(PROMPT)["input_ids"]), torch.tensor([5, 6, 7])
+    res = fattr.llm.attribute(model, tok, PROMPT, target, method="saliency")
+    e = model.get_input_embeddings()(ids[None]).detach().requires_grad_(True)
+    rest = model.get_input_embeddings()(target[None, :-1]).detach()
+    logits = model(inputs_embeds=torch.cat([e, rest], 1)).logits[0, len(ids) - 1:]
+    total = torch.log_softmax(logits, -1).gather(1, target[:, None]).sum()
+    expected = torch.autograd.grad(total, e)[0].abs().sum(-1)[0]
+    torch.testing.assert_close(res.seq_attr, expected, rtol=1e-9, atol=1e-12)
+    assert (res.seq_attr - res.token_attr.sum(0)).abs().max() > 1e-3
+    calls = [forward_passes(model, lambda t=t: fattr.llm.attribute(
+        model, tok, PROMPT, torch.arange(5, 5 + t), method="saliency"))[0] for t in (2, 9)]
+    assert calls == [2, 2]
+
+
+def test_seq_attr_of_the_joint_probability_is_complete():
+    """score="prob": the sequence score is the joint probability prod_t p_t, attributed by its
+    own IG (one more pass); IG's completeness: sum_i = P(target | prompt) - P(target | base)."""
+    model, tok = gpt2(), word_tokenizer()
+    ids, target = torch.tensor(tok(PROMPT)["input_ids"]), torch.tensor([5, 6, 7])
+    res = fattr.llm.attribute(model, tok, PROMPT, target, steps=64, score="prob")
+    with torch.no_grad():
+        joint = [log_probs(model, x, target).sum().exp() for x in (ids, torch.zeros_like(ids))]
+    torch.testing.assert_close(res.seq_attr.sum(), joint[0] - joint[1], rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(res.token_attr.sum(1), torch.stack([
+        log_probs(model, x, target).exp() for x in (ids, torch.zeros_like(ids))]).diff(dim=0)[0]
+        .neg().detach(), rtol=1e-4, atol=1e-9)
 
 
 def log_probs(model, ids: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -276,3 +301,32 @@ def test_the_model_is_left_unchanged():
     with pytest.raises(fattr.FattrError):
         fattr.llm.attribute(model, tok, PROMPT, torch.tensor([5, 99]))
     assert_unchanged(model, before)
+
+
+PROMPTS = ["the cat sat on the mat", "a dog ran", "it was very big and small"]
+TARGETS = [torch.tensor([5, 6, 7]), torch.tensor([9]), torch.tensor([10, 11, 12, 13, 14])]
+
+
+@pytest.mark.parametrize("build", [llama, gpt2])
+@pytest.mark.parametrize("method", ["integrated_gradients", "feature_ablation"])
+def test_a_batch_of_prompts_equals_one_by_one(build, method):
+    """Prompts of 7, 4 and 7 tokens, targets of 3, 1 and 5: one padded batch (left-padded
+    prompts, right-padded targets, attention masks and position ids) equals single calls."""
+    model, tok = build(), word_tokenizer()
+    kwargs = {"steps": 6} if method == "integrated_gradients" else {}
+    many = fattr.llm.attribute(model, tok, PROMPTS, TARGETS, method=method, **kwargs)
+    assert len(many) == 3
+    for prompt, target, res in zip(PROMPTS, TARGETS, many):
+        one = fattr.llm.attribute(model, tok, prompt, target, method=method, **kwargs)
+        assert res.input_tokens == one.input_tokens and res.output_tokens == one.output_tokens
+        torch.testing.assert_close(res.token_attr, one.token_attr, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(res.seq_attr, one.seq_attr, rtol=1e-9, atol=1e-12)
+
+
+def test_a_batch_generates_what_single_prompts_generate():
+    model, tok = llama(seed=1), word_tokenizer()
+    many = fattr.llm.attribute(model, tok, PROMPTS, method="feature_ablation", max_new_tokens=4)
+    for prompt, res in zip(PROMPTS, many):
+        ids = torch.tensor([tok(prompt)["input_ids"]])
+        expected = model.generate(ids, do_sample=False, max_new_tokens=4)[0, ids.shape[1]:]
+        assert res.output_tokens == [tok.decode([i]) for i in expected.tolist()]
