@@ -15,7 +15,7 @@ import fattr
 from fattr.core.checks import check_count
 from fattr.errors import FattrError, FattrTypeError
 from fattr.llm.features import FeatureSpec, token_groups
-from fattr.llm.generate import greedy
+from fattr.llm.generate import class_logits, greedy
 from fattr.llm.inputs import Batch, Prompt, encode_prompt, encode_target, layout, token_strings
 from fattr.llm.methods import METHODS, Method, constructor_kwargs, over_targets
 from fattr.llm.model import Embedded, Masked, TeacherForced, check_model, vocabulary_size
@@ -46,7 +46,9 @@ def attribute(model: nn.Module, tokenizer: Any, prompt: Any, target: Any = None,
 
     Args:
         model: a HuggingFace causal LM in eval mode (anything with `get_input_embeddings()`
-            that takes `inputs_embeds=` and returns logits (B, L, V), also under `.logits`).
+            that takes `inputs_embeds=` and returns logits (B, L, V), also under `.logits`);
+            or a sequence classifier (BERT-style, logits (B, C)): the class is then the one
+            target "token" (target: a class id, a label, or None for the predicted class).
         tokenizer: its tokenizer, or None when prompt and target are token ids.
         prompt: a string or a 1-D LongTensor of ids; a list of them gives a list of results,
             computed as one padded batch with attention masks.
@@ -109,18 +111,26 @@ def attribute(model: nn.Module, tokenizer: Any, prompt: Any, target: Any = None,
     vocab = vocabulary_size(embeddings)
     many = _is_many(prompt)
     prompts = [encode_prompt(p, tokenizer, vocab, NAME) for p in (prompt if many else [prompt])]
-    targets = _targets(model, tokenizer, prompts, target, many, vocab, max_new_tokens)
+    classes = class_logits(model, [p.ids for p in prompts], _pad(model, tokenizer))
+    if classes is None:
+        targets = _targets(model, tokenizer, prompts, target, many, vocab, max_new_tokens)
+    else:
+        targets = _classes(model, classes, target, many)
     groups = [token_groups(s, p.ids, p.text, p.encoding, NAME)
               for s, p in zip(_per_prompt(features, len(prompts), many), prompts)]
     batch = layout([p.ids for p in prompts], targets, [g for g, _ in groups],
-                   [c for _, c in groups], include_prefix, _pad(model, tokenizer))
-    check_callable_score(scoring, batch.targets.shape[1], vocab, _dtype(model))
+                   [c for _, c in groups], include_prefix, _pad(model, tokenizer),
+                   left=classes is None)
+    check_callable_score(scoring, batch.targets.shape[1],
+                         vocab if classes is None else classes.shape[1], _dtype(model))
     ctor = constructor_kwargs(method, spec, method_kwargs, NAME)
     run = _gradient if spec.gradient else _perturbation
     table = run(model, spec, scoring, batch, _baseline(baseline, embeddings, spec, method),
                 ctor, batch_size, generator, target_chunk)
-    results = [_result(table, b, batch, p, groups[b], targets[b], tokenizer, method, scoring)
-               for b, p in enumerate(prompts)]
+    names = (lambda ids: token_strings(ids, tokenizer)) if classes is None else \
+        (lambda ids: _labels(model, ids))
+    results = [_result(table, b, batch, p, groups[b], targets[b], tokenizer, names, method,
+                       scoring) for b, p in enumerate(prompts)]
     return results if many else results[0]
 
 
@@ -155,6 +165,36 @@ def _targets(model: nn.Module, tokenizer: Any, prompts: list[Prompt], target: An
         raise FattrError(f"{NAME}: with a list of {len(prompts)} prompts, target must be None "
                          "or a list with one target per prompt.")
     return [encode_target(t, tokenizer, vocab, NAME) for t in target]
+
+
+def _classes(model: nn.Module, logits: Tensor, target: Any, many: bool) -> list[Tensor]:
+    """A classifier's targets: the predicted class for None, else a class id or label each."""
+    if target is None:
+        return [c[None].cpu() for c in logits.argmax(1)]
+    given = list(target) if many and isinstance(target, (list, tuple)) else [target]
+    if len(given) != logits.shape[0]:
+        raise FattrError(f"{NAME}: with a list of {logits.shape[0]} prompts, target must be "
+                         "None or a list with one class per prompt.")
+    label2id = getattr(getattr(model, "config", None), "label2id", None) or {}
+    classes = []
+    for t in given:
+        if isinstance(t, str) and t in label2id:
+            t = label2id[t]
+        if isinstance(t, Tensor) and t.numel() == 1 and not t.is_floating_point():
+            t = int(t)
+        if isinstance(t, bool) or not isinstance(t, numbers.Integral) or \
+                not 0 <= t < logits.shape[1]:
+            raise FattrError(f"{NAME}: the model is a classifier of {logits.shape[1]} classes; "
+                             f"target must be a class id in 0..{logits.shape[1] - 1}, one of "
+                             f"its labels {sorted(label2id)} or None (the predicted class), "
+                             f"got {t!r}.")
+        classes.append(torch.tensor([int(t)]))
+    return classes
+
+
+def _labels(model: nn.Module, ids: Tensor) -> list[str]:
+    id2label = getattr(getattr(model, "config", None), "id2label", None) or {}
+    return [str(id2label.get(i, i)) for i in ids.tolist()]
 
 
 def _pad(model: nn.Module, tokenizer: Any) -> int:
@@ -302,11 +342,12 @@ def _text(ids: Tensor, tokenizer: Any) -> str:
 
 
 def _result(table: Tensor, b: int, batch: Batch, prompt: Prompt, groups: tuple[Tensor, int],
-            target: Tensor, tokenizer: Any, method: str, scoring: Any) -> TextAttribution:
+            target: Tensor, tokenizer: Any, names: Callable[[Tensor], list[str]], method: str,
+            scoring: Any) -> TextAttribution:
     steps, count = batch.target_lengths[b], batch.feature_counts[b]
     group, features = groups
-    names = [_text(prompt.ids[group == k], tokenizer) for k in range(features)]
-    names += token_strings(target[:-1], tokenizer)[:count - features]
+    inputs = [_text(prompt.ids[group == k], tokenizer) for k in range(features)]
+    inputs += token_strings(target[:-1], tokenizer)[:count - features]
     depth = batch.targets.shape[1]
-    return TextAttribution(table[:steps, b, :count].cpu(), table[depth, b, :count].cpu(), names,
-                           token_strings(target, tokenizer), method, scoring.name)
+    return TextAttribution(table[:steps, b, :count].cpu(), table[depth, b, :count].cpu(), inputs,
+                           names(target), method, scoring.name)

@@ -1,4 +1,5 @@
-"""Greedy continuation of prompts: the target when `target=None`."""
+"""What is explained when `target=None`: the greedy continuation of each prompt, or, for a
+sequence classifier (logits (B, C)), its predicted class."""
 
 from __future__ import annotations
 
@@ -28,13 +29,8 @@ def greedy(model: nn.Module, prompts: list[Tensor], max_new_tokens: int, pad: in
     max_new_tokens=...)` gives it (prompts batched with left padding and an attention mask,
     each continuation cut after its first end-of-sequence token). Models without `generate`
     are run step by step on the whole sequence."""
-    width = max(p.shape[0] for p in prompts)
-    device = next(model.parameters()).device
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for b, p in enumerate(prompts):
-        ids[b, width - p.shape[0]:], mask[b, width - p.shape[0]:] = p, 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = left_padded(model, prompts, pad)
+    width = ids.shape[1]
     with torch.no_grad():
         if callable(getattr(model, "generate", None)):
             out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
@@ -43,6 +39,38 @@ def greedy(model: nn.Module, prompts: list[Tensor], max_new_tokens: int, pad: in
             out = _step_by_step(model, ids, mask, max_new_tokens)
     stop = _stop_ids(model)
     return [_cut(row, stop).cpu() for row in out[:, width:]]
+
+
+def left_padded(model: nn.Module, prompts: list[Tensor], pad: int, left: bool = True,
+                ) -> tuple[Tensor, Tensor]:
+    """(ids, attention mask), (B, L), prompts padded on the left (or the right), on the
+    model's device."""
+    width = max(p.shape[0] for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for b, p in enumerate(prompts):
+        where = slice(width - p.shape[0], None) if left else slice(0, p.shape[0])
+        ids[b, where], mask[b, where] = p, 1
+    device = next(model.parameters()).device
+    return ids.to(device), mask.to(device)
+
+
+def class_logits(model: nn.Module, prompts: list[Tensor], pad: int) -> Tensor | None:
+    """The logits (B, C) of a sequence classifier (a BERT-style model that cannot generate and
+    returns one row of logits per prompt), or None for a language model. Prompts are padded
+    on the right, as BERT's pooler reads the first position."""
+    can_generate = getattr(model, "can_generate", None)
+    if callable(can_generate) and can_generate():
+        return None
+    ids, mask = left_padded(model, prompts, pad, left=False)
+    kwargs = {}
+    if len(prompts) > 1 and accepts(model, "attention_mask"):
+        kwargs["attention_mask"] = mask
+    if len(prompts) > 1 and accepts(model, "position_ids"):
+        kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp_min(0)
+    with torch.no_grad():
+        logits = logits_of(model(input_ids=ids, **kwargs))
+    return logits if logits.ndim == 2 else None
 
 
 def _step_by_step(model: nn.Module, ids: Tensor, mask: Tensor, steps: int) -> Tensor:

@@ -5,7 +5,9 @@ Example b (prompt of L_b tokens, target of T_b tokens) becomes the row
     [pad] * (L - L_b) + prompt + target[:-1] + [pad] * (T - T_b)       (N = L + T - 1 ids)
 
 with L, T the largest lengths: prompts are padded on the left (as `generate` does), so the T
-target tokens are predicted at the last T positions of every row, whatever its lengths.
+target tokens are predicted at the last T positions of every row, whatever its lengths. A
+sequence classifier has one target (its class) and no continuation; its prompts are padded on
+the right (BERT's pooler reads the first position).
 """
 
 from __future__ import annotations
@@ -116,9 +118,10 @@ class Batch:
 
 
 def layout(prompts: list[Tensor], targets: list[Tensor], groups: list[Tensor],
-           counts: list[int], include_prefix: bool, pad: int) -> Batch:
+           counts: list[int], include_prefix: bool, pad: int, left: bool = True) -> Batch:
     """One padded batch (see the module docstring). With `include_prefix`, the generated prefix
-    target[:-1] of each example is attributed too: its tokens are features F_b, F_b + 1, ..."""
+    target[:-1] of each example is attributed too: its tokens are features F_b, F_b + 1, ...
+    `left=False` pads on the right, for classifiers (one target, no continuation)."""
     lengths = [p.shape[0] for p in prompts]
     steps = [t.shape[0] for t in targets]
     width, depth = max(lengths), max(steps)
@@ -129,12 +132,13 @@ def layout(prompts: list[Tensor], targets: list[Tensor], groups: list[Tensor],
     wanted = torch.full((len(prompts), depth), -1, dtype=torch.long)
     features = []
     for b, (prompt, target, g, count) in enumerate(zip(prompts, targets, groups, counts)):
-        start, prefix = width - prompt.shape[0], target.shape[0] - 1
-        ids[b, start:width + prefix] = torch.cat([prompt, target[:-1]])
-        mask[b, start:width + prefix] = 1
-        group[b, start:width] = g
+        start, prefix = width - prompt.shape[0] if left else 0, target.shape[0] - 1
+        end = start + prompt.shape[0]
+        ids[b, start:end + prefix] = torch.cat([prompt, target[:-1]])
+        mask[b, start:end + prefix] = 1
+        group[b, start:end] = g
         if include_prefix:
-            group[b, width:width + prefix] = count + torch.arange(prefix)
+            group[b, end:end + prefix] = count + torch.arange(prefix)
         wanted[b, :target.shape[0]] = target
         features.append(count + prefix if include_prefix else count)
     if len(prompts) == 1:

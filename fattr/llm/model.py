@@ -65,6 +65,11 @@ def logits_of(out: Any) -> Tensor:
     return logits
 
 
+def rows_of(logits: Tensor) -> Tensor:
+    """A classifier's logits (B, C) as one row of "next-token" logits (B, 1, C)."""
+    return logits[:, None] if logits.ndim == 2 else logits
+
+
 class TeacherForced(nn.Module):
     """`forward(embeds, targets, attention_mask=None, position_ids=None, column=None)`: the
     scores of the target tokens, predicted at the last T positions of `embeds` (B, N, d).
@@ -74,6 +79,8 @@ class TeacherForced(nn.Module):
     `column` (B,) (the same token index t < T in every row, as under `vmap` over target
     tokens): (B,), the score of token t only, the LM head applied at its position only. For the
     backward pass of one token the head's gradient is then one row, not T rows of zeros.
+
+    A sequence classifier (logits (B, C)) is a model of one "token", its class (T = 1).
     """
 
     def __init__(self, model: nn.Module, score: Score):
@@ -100,13 +107,13 @@ class TeacherForced(nn.Module):
         if column is None:
             if self.keep:
                 kwargs["logits_to_keep"] = steps
-            logits = logits_of(self.model(inputs_embeds=embeds, **kwargs))
+            logits = rows_of(logits_of(self.model(inputs_embeds=embeds, **kwargs)))
             return self.score(logits[:, -steps:], targets)
         position = embeds.shape[1] - steps + column[:1]
         if self.keep:
             kwargs["logits_to_keep"] = position
-        logits = logits_of(self.model(inputs_embeds=embeds, **kwargs))
-        if not self.keep:
+        logits = rows_of(logits_of(self.model(inputs_embeds=embeds, **kwargs)))
+        if not self.keep and logits.shape[1] > 1:
             logits = logits.index_select(1, position)
         return self.score(logits[:, -1:], targets.gather(1, column[:, None]))[:, 0]
 
