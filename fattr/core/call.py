@@ -23,6 +23,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ from fattr.core.checks import check_eval_mode
 from fattr.core.inputs import Inputs, as_inputs
 from fattr.core.model import Model, Params
 from fattr.core.targets import Target, TargetSpec
+from fattr.core.training import DropoutWatch, any_training
 from fattr.errors import FattrError, FattrTypeError
 
 # captum's spellings of fattr's arguments, for a helpful message
@@ -93,6 +95,8 @@ class Call:
     extras: Extras
     single: bool
     method: str
+    per_example: bool = False  # the model function takes one example (fattr.per_example)
+    watch: bool = False        # some module is in training mode: refuse functional dropout
 
     @property
     def batch(self) -> int:
@@ -128,12 +132,34 @@ class Call:
                              f"without their example index, so per-example model arguments "
                              "cannot follow them. Please report this.")
         args, kwargs = self.extras.at(rows)
-        return model(params, self.pack(inputs), *args, **kwargs)
+        try:
+            with DropoutWatch(self.method) if self.watch else nullcontext():
+                return model(params, self.pack(inputs), *args, **kwargs)
+        except (RuntimeError, IndexError, TypeError) as err:
+            if not self.per_example or isinstance(err, FattrError):
+                raise
+            shapes = [tuple(t.shape[1:]) for t in self.inputs]
+            shown = shapes[0] if self.single else shapes
+            raise FattrError(
+                f"{self.method}: the model failed on x of shape {shown} ({type(err).__name__}: "
+                f"{err}). The model function is per-example "
+                "(fattr.per_example): x must be ONE example without its batch axis; for a "
+                "batch, use the batched model function or vmap over the examples.") from err
 
     def score(self, model: Model, params: Params, inputs: Inputs,
               rows: Tensor | None = None) -> Tensor:
-        """The target score of every row, (N,)."""
-        return self.target.select(self.run(model, params, inputs, rows), rows)
+        """The target score of every row, (N,). The model must return one value (or one row)
+        per input row: a value for the whole batch (a loss) would mix the examples' gradients."""
+        out = self.run(model, params, inputs, rows)
+        n = inputs[0].shape[0]
+        if isinstance(out, Tensor) and (out.ndim == 0 or out.shape[0] != n):
+            raise FattrError(
+                f"{self.method}: the model returned shape {tuple(out.shape)} for {n} examples, "
+                "not one value (or one row) per example; it seems to reduce over the batch "
+                "(a loss). Attributions need per-example values: return them unreduced (e.g. "
+                "reduction='none'); the perturbation methods also attribute one value for the "
+                "whole batch, with target=None, as captum does.")
+        return self.target.select(out, rows)
 
     def tensors(self) -> list[Tensor]:
         """Every tensor the model sees besides params: the inputs and the extra arguments."""
@@ -239,13 +265,15 @@ def prepare(model: Model, x: Any, target: TargetSpec, model_args: Any = (),
     inputs, single = as_inputs(x, method, gradient=gradient)
     model_args, model_kwargs = _check_extras(model_args, model_kwargs, method)
     check_eval_mode(model.module, method)
+    watch = any_training(model.module)
     extras = Extras(model_args, model_kwargs, inputs[0].shape[0])
     if model.per_example:
         add = lambda t: t.unsqueeze(0)
         inputs = tuple(add(t) for t in inputs)
         target = add(target) if isinstance(target, Tensor) else target
         extras = Extras(*pytree.tree_map_only(Tensor, add, (model_args, model_kwargs)), 1)
-    return Call(inputs, model.target(target, inputs[0]), extras, single, method)
+    return Call(inputs, model.target(target, inputs[0]), extras, single, method,
+                model.per_example, watch)
 
 
 def finish(model: Model, result: Any) -> Any:

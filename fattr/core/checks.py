@@ -48,12 +48,15 @@ def check_eval_mode(module: nn.Module | None, method: str) -> None:
     if module is None:
         return
     for name, sub in module.named_modules():
-        if sub.training and isinstance(sub, _TRAIN_SENSITIVE):
+        random_inside = isinstance(sub, (nn.RNNBase, nn.MultiheadAttention)) \
+            and getattr(sub, "dropout", 0) > 0  # dropout inside a fused module
+        if sub.training and (isinstance(sub, _TRAIN_SENSITIVE) or random_inside):
             where = f"'{name}'" if name else "the model itself"
-            raise FattrError(
-                f"{method}: {where} ({type(sub).__name__}) is in training mode, so the model "
-                "is random (Dropout) or batch-dependent (BatchNorm) and attributions would be "
-                "too. Call model.eval() before attributing.")
+            why = (f"in training mode with dropout {sub.dropout} inside, so the model is random"
+                   if random_inside else "in training mode, so the model is random (Dropout) "
+                   "or batch-dependent (BatchNorm)")
+            raise FattrError(f"{method}: {where} ({type(sub).__name__}) is {why} and "
+                             "attributions would be too. Call model.eval() before attributing.")
 
 
 def broadcasts_to(t: Tensor, shape: torch.Size) -> bool:
