@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from fattr.core.checks import check_eval_mode
@@ -161,6 +161,13 @@ class Call:
                 "whole batch, with target=None, as captum does.")
         return self.target.select(out, rows)
 
+    def check_target(self, model: Model, params: Params) -> None:
+        """For methods that do not use the target: a given target must still fit the model's
+        output (one forward pass without gradients); None is always accepted."""
+        if self.target.spec is not None:
+            with torch.no_grad():
+                self.score(model, params, self.inputs)
+
     def tensors(self) -> list[Tensor]:
         """Every tensor the model sees besides params: the inputs and the extra arguments."""
         return [*self.inputs, *self.extras.tensors()]
@@ -257,11 +264,29 @@ def empty_like_inputs(call: Call) -> Any:
     return call.unpack(tuple(torch.zeros_like(t) for t in call.inputs))
 
 
+def check_params(params: object, method: str) -> None:
+    """`params` must be the dict of tensors from `fattr.functional` (not the module)."""
+    if isinstance(params, Mapping):
+        return
+    if isinstance(params, nn.Module):
+        raise FattrTypeError(
+            f"{method}: params is the module {type(params).__name__}, but attribution functions "
+            "take the dict of its tensors: `f, params = fattr.functional(model)`, then "
+            "attr(params, x, target).")
+    raise FattrTypeError(f"{method}: params must be a dict of tensors (from `f, params = "
+                         f"fattr.functional(model)`), got {type(params).__name__}. Attribution "
+                         "functions take (params, x, target).")
+
+
 def prepare(model: Model, x: Any, target: TargetSpec, model_args: Any = (),
-            model_kwargs: Mapping[str, Any] | None = None, *, gradient: bool = True) -> Call:
-    """Validate one call at the boundary (inputs, extra arguments, eval mode, target) and build
-    its `Call`; a per-example model's inputs, target and tensor arguments get a batch axis."""
+            model_kwargs: Mapping[str, Any] | None = None, *, gradient: bool = True,
+            params: object = None) -> Call:
+    """Validate one call at the boundary (params, inputs, extra arguments, eval mode, target)
+    and build its `Call`; a per-example model's inputs, target and tensor arguments get a batch
+    axis."""
     method = model.method
+    if params is not None:
+        check_params(params, method)
     inputs, single = as_inputs(x, method, gradient=gradient)
     model_args, model_kwargs = _check_extras(model_args, model_kwargs, method)
     check_eval_mode(model.module, method)
@@ -300,7 +325,8 @@ def attribution(model: Model, compute: Callable[..., Any], *, gradient: bool = T
     def attribute(params: Params, x: Any, target: TargetSpec = None, *, model_args: Any = (),
                   model_kwargs: Mapping[str, Any] | None = None, **per_call: Any) -> Any:
         check_keywords(per_call, accepted, method)
-        call = prepare(model, x, target, model_args, model_kwargs, gradient=gradient)
+        call = prepare(model, x, target, model_args, model_kwargs, gradient=gradient,
+                       params=params)
         result = empty(call) if call.batch == 0 else compute(params, call, **per_call)
         return finish(model, result)
 

@@ -99,6 +99,10 @@ def trainable(f: ModelFn, params: Params) -> dict[str, Tensor]:
 
     >>> grads = torch.func.grad(lambda w: loss({**params, **w}))(fattr.trainable(f, params))
     """
+    if isinstance(params, nn.Module) or not isinstance(params, Mapping):
+        raise FattrTypeError(
+            f"trainable: params must be the dict from `f, params = fattr.functional(model)`, "
+            f"got {type(params).__name__}; call fattr.trainable(f, params).")
     module = getattr(f, "module", None)
     if isinstance(module, nn.Module):
         names = {name for name, _ in module.named_parameters()}
