@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import fattr
-from fattr.run.digits import accuracy, trained_digits_cnn
+from fattr.data.digits import accuracy, trained_digits_cnn
 
 
 def demo(out: str | Path = "out/demo", examples: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
