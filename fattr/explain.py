@@ -75,16 +75,17 @@ def explain(model: nn.Module, x: Tensor, method: str = "gradcam", target: Any = 
     return attribution
 
 
-def method_info(method: str) -> MethodInfo:
-    """The registry entry of `method`, or an error that lists the close names."""
+def method_info(method: str, caller: str = "explain") -> MethodInfo:
+    """The registry entry of `method`, or an error (starting with `caller`) that lists the close
+    names."""
     if not isinstance(method, str):
-        raise FattrTypeError(f"explain: method must be a name from fattr.registry.METHODS, got "
+        raise FattrTypeError(f"{caller}: method must be a name from fattr.registry.METHODS, got "
                              f"{type(method).__name__}. Call the constructor directly to pass "
                              "a function.")
     if method not in METHODS:
         close = difflib.get_close_matches(method, METHODS, n=3, cutoff=0.5)
         hint = f"Did you mean {', '.join(map(repr, close))}? " if close else ""
-        raise FattrError(f"explain: unknown method {method!r}. {hint}Known methods: "
+        raise FattrError(f"{caller}: unknown method {method!r}. {hint}Known methods: "
                          f"{', '.join(METHODS)}.")
     return METHODS[method]
 

@@ -22,7 +22,7 @@ import torch
 
 from fattr import metrics
 from fattr.errors import FattrError
-from fattr.explain import build, predicted
+from fattr.explain import build, method_info, predicted
 from fattr.registry import METHODS
 from fattr.run import store
 from fattr.run.images import NORMALIZATIONS, find_images, normalized, pixel_map, read_image
@@ -164,10 +164,7 @@ class _Runner:
 
 
 def _check(options: Options) -> None:
-    if options.method not in METHODS:
-        from fattr.explain import method_info
-
-        method_info(options.method)  # raises with the close names
+    method_info(options.method, "--method")  # an unknown name raises with the close ones
     if options.normalize not in NORMALIZATIONS:
         raise FattrError(f"--normalize: choose from {', '.join(NORMALIZATIONS)}, got "
                          f"{options.normalize!r}.")

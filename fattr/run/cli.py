@@ -106,10 +106,11 @@ def _demo(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     import torch
 
-    from fattr.explain import explain
+    from fattr.explain import explain, method_info
     from fattr.run.images import normalized, read_image, write_overlay
     from fattr.run.model import load_model, parse_json
 
+    method_info(args.method, "--method")
     model = load_model(args.model, parse_json(args.model_kwargs, "--model-kwargs"), args.weights)
     method_kwargs = parse_json(args.method_kwargs, "--method-kwargs")
     images = torch.stack([_read(path, args.size, read_image) for path in args.inputs])
