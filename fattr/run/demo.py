@@ -82,6 +82,8 @@ def options(info: MethodInfo, f: Any, x: Tensor, background: Tensor, seed: int,
         "lime": {"feature_mask": fine, "samples": 4 * samples + 8},
     }
     chosen = dict(per_method.get(info.name, {}))
+    if info.family == "perturbation" or info.name == "layer_feature_ablation":
+        chosen["batch_size"] = 512  # the default sends every perturbed input at once
     if info.family == "smoothgrad":
         chosen["samples"] = samples
     if info.stochastic:

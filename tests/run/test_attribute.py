@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 import fattr
 from fattr.run.cli import main
-from tests.run.conftest import MODELS, ROOT, command, environment, run
+from tests.run.conftest import MODELS, ROOT, command, environment, run, write_images
 
 # smoothgrad draws noise: equal maps across runs need the per-batch seeds to hold
 METHOD = ("--method", "smoothgrad", "--method-kwargs", '{"samples": 3}')
@@ -144,3 +144,18 @@ def test_load_reports_an_unfinished_run(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(fattr.FattrError, match="has not finished: run it again with --resume"):
         fattr.run.load(tmp_path)
+
+
+def test_a_batch_of_unreadable_files_is_recorded_and_skipped(tmp_path, capsys):
+    inputs = tmp_path / "in"
+    names = write_images(inputs, 2, broken=("z/broken1.png", "z/broken2.jpg"))
+    out = tmp_path / "out"
+    assert main(["attribute", "--model", f"{MODELS}:small_cnn", "--inputs", str(inputs),
+                 "--out", str(out), "--size", "16", "--batch-size", "2", "--method",
+                 "saliency", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped z/broken1.png" in err and "skipped z/broken2.jpg" in err
+    assert len(shards(out)) == 2 and load_file(str(shards(out)[1])) == {}
+    index = json.loads((out / "index.json").read_text())
+    assert sorted(index["skipped"]) == ["z/broken1.png", "z/broken2.jpg"]
+    assert list(fattr.run.load(out)) == names
