@@ -96,7 +96,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return USAGE_ERROR
 
 
+def _require(command: str, *packages: tuple[str, str]) -> None:
+    """One line naming the extra when an optional dependency is missing (an unreadable image
+    must mean a bad file, never a missing Pillow)."""
+    import importlib.util
+
+    missing = [name for module, name in packages if importlib.util.find_spec(module) is None]
+    if missing:
+        raise FattrError(f"fattr {command} needs {', '.join(missing)}: pip install "
+                         f"'fattr[{'demo' if command == 'demo' else 'cli'}]'.")
+
+
 def _demo(args: argparse.Namespace) -> int:
+    _require("demo", ("sklearn", "scikit-learn"), ("skimage", "scikit-image"),
+             ("matplotlib", "matplotlib"), ("tqdm", "tqdm"))
     from fattr.run.demo import demo
 
     demo(args.out, args.examples, args.seed, quick=args.quick)
@@ -110,6 +123,7 @@ def _explain(args: argparse.Namespace) -> int:
     from fattr.run.images import normalized, read_image, write_overlay
     from fattr.run.model import load_model, parse_json
 
+    _require("explain", ("PIL", "Pillow"), ("matplotlib", "matplotlib"))
     method_info(args.method, "--method")
     model = load_model(args.model, parse_json(args.model_kwargs, "--model-kwargs"), args.weights)
     method_kwargs = parse_json(args.method_kwargs, "--method-kwargs")
@@ -136,6 +150,7 @@ def _read(path: str, size: int, read_image: Any) -> Any:
 
 
 def _attribute(args: argparse.Namespace) -> int:
+    _require("attribute", ("PIL", "Pillow"), ("safetensors", "safetensors"), ("tqdm", "tqdm"))
     from fattr.run.attribute import Options, attribute
     from fattr.run.model import parse_json
 

@@ -93,3 +93,15 @@ def test_a_real_process_prints_no_traceback(tmp_path):
     assert lines[0].startswith("fattr explain: error: --method: unknown method "
                                "'integrated_gradient'. Did you mean 'integrated_gradients'")
     assert lines[0].endswith(", ".join(METHODS) + ".")
+
+
+def test_a_missing_optional_dependency_is_named(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "safetensors" else find_spec(name, *a))
+    assert main(["attribute", "--model", f"{MODELS}:small_cnn", "--inputs", str(tmp_path),
+                 "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == ("fattr attribute: error: fattr attribute needs "
+                                       "safetensors: pip install 'fattr[cli]'.\n")
