@@ -12,6 +12,7 @@ from fattr import lrp, metrics
 from fattr.cam import *  # noqa: F403
 from fattr.core import functional, per_example, trainable
 from fattr.errors import FattrError, FattrTypeError
+from fattr.explain import explain
 from fattr.gradient import (
     blur_integrated_gradients,
     completeness_gap,
@@ -45,7 +46,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "functional",
+    "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "explain",
+    "functional",
     "gradient_shap", "guided_integrated_gradients", "input_x_gradient", "integrated_gradients",
     "lrp", "metrics", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "trainable",
     "vargrad",

@@ -38,7 +38,7 @@ def _check(method: str, train: object, data: object, attributions: object,
     if not (isinstance(data, (tuple, list)) and len(data) == 4
             and all(isinstance(t, Tensor) for t in data)):
         raise FattrError(f"{method}: data must be (x_train, y_train, x_test, y_test) tensors, "
-                         "as fattr.run.digits.load_digits() returns.")
+                         "as fattr.data.digits.load_digits() returns.")
     x_train, y_train, x_test, y_test = data
     if x_train.ndim < 2 or x_train.shape[1:] != x_test.shape[1:] or \
             len(y_train) != len(x_train) or len(y_test) != len(x_test):
@@ -102,7 +102,7 @@ _ARGS = """
             scratch and returns it (any callable x -> logits (N, classes), e.g. an nn.Module
             in eval mode). Called 2 * len(fractions) times.
         data: (x_train, y_train, x_test, y_test), inputs (N, C, ...) and integer labels (as
-            `fattr.run.digits.load_digits()` returns).
+            `fattr.data.digits.load_digits()` returns).
         attributions: (a_train, a_test) shaped like x_train and x_test (or (N, 1, ...) maps
             that remove all channels of a position): the ranking of every input, computed
             with the model trained on the unmodified data. Ranked by value, largest first

@@ -73,9 +73,9 @@ def trigger_benchmark(methods: Mapping[str, Method], data: tuple[Tensor, ...] | 
             (e.g. `fattr.saliency`, `lambda f: fattr.integrated_gradients(f, steps=32)`).
             Attributions (N, C, H, W) or (N, 1, H, W) (CAMs) both work.
         data: (x_train, y_train, x_test, y_test) images (N, C, H, W) with integer labels
-            0..K-1. Default: scikit-learn's digits (`fattr.run.digits.load_digits()`).
+            0..K-1. Default: scikit-learn's digits (`fattr.data.digits.load_digits()`).
         train: `train(x, y) -> nn.Module` trains a new model. Default: the small digits CNN
-            of `fattr.run.digits` (15 epochs), which needs (N, 1, 8, 8) inputs.
+            of `fattr.data.digits` (15 epochs), which needs (N, 1, 8, 8) inputs.
         size: side of each trigger in pixels (default 2).
         fraction: triggered copies added to the training set, as a share of it (default 0.5).
         sign: "absolute" (default) or "positive" relevance (see `relevance_mass`).
@@ -102,7 +102,7 @@ def trigger_benchmark(methods: Mapping[str, Method], data: tuple[Tensor, ...] | 
     check_count(size, "size", name)
     if not 0 < fraction:
         raise FattrError(f"{name}: fraction must be > 0, got {fraction!r}.")
-    from fattr.run import digits
+    from fattr.data import digits
 
     if data is None:
         data = digits.load_digits()

@@ -1,4 +1,4 @@
-"""ROAR and KAR on scikit-learn's digits with the small CNN of fattr.run.digits, and the
+"""ROAR and KAR on scikit-learn's digits with the small CNN of fattr.data.digits, and the
 planted-trigger benchmark."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fattr
-from fattr.run.digits import digits_cnn, train
+from fattr.data.digits import digits_cnn, train
 from tests.metrics.conftest import one_thread
 
 
