@@ -287,7 +287,7 @@ def prepare(model: Model, x: Any, target: TargetSpec, model_args: Any = (),
     method = model.method
     if params is not None:
         check_params(params, method)
-    inputs, single = as_inputs(x, method, gradient=gradient)
+    inputs, single = as_inputs(x, method, gradient=gradient, batched=not model.per_example)
     model_args, model_kwargs = _check_extras(model_args, model_kwargs, method)
     check_eval_mode(model.module, method)
     watch = any_training(model.module)
