@@ -164,10 +164,11 @@ def check_maps(attribution: object, method: str) -> Tensor:
         raise FattrError(f"{method}: attribution is a tuple of {len(attribution)} maps (one per "
                          "input), but this metric compares ONE map with its mask; pass the map "
                          "of the input the mask belongs to, e.g. attribution[0].")
-    if not isinstance(attribution, Tensor) or attribution.ndim < 2 or \
-            not attribution.is_floating_point():
-        got = (f"shape {tuple(attribution.shape)} and dtype {attribution.dtype}"
-               if isinstance(attribution, Tensor) else type(attribution).__name__)
+    if not isinstance(attribution, Tensor):
+        raise FattrTypeError(f"{method}: attribution must be a floating-point tensor (B, ...), "
+                             f"got {type(attribution).__name__}.")
+    if attribution.ndim < 2 or not attribution.is_floating_point():
+        got = f"shape {tuple(attribution.shape)} and dtype {attribution.dtype}"
         raise FattrError(f"{method}: attribution must be a floating-point tensor (B, ...) with a "
                          f"batch axis and at least one feature axis, got {got}. For one map "
                          "pass a[None].")

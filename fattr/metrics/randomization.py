@@ -14,7 +14,7 @@ from fattr.core.checks import check_generator
 from fattr.core.inputs import Inputs, flatten_inputs
 from fattr.core.model import Model, ModelFn, Params
 from fattr.core.targets import TargetSpec
-from fattr.errors import FattrError
+from fattr.errors import FattrError, FattrTypeError
 from fattr.layers.taps import LayerSpec, layer_name
 from fattr.metrics.base import as_result, check_method, forwarded, model_of, safe_divide
 
@@ -156,8 +156,9 @@ def model_randomization(f: ModelFn, params: Params, x: Tensor | Inputs, target: 
     check_generator(generator, name)
     compare = SIMILARITIES.get(similarity) if isinstance(similarity, str) else similarity
     if not callable(compare):
-        raise FattrError(f"{name}: similarity must be one of {', '.join(SIMILARITIES)} or a "
-                         f"callable (a, b) -> Tensor(B,), got {similarity!r}.")
+        error = FattrError if isinstance(similarity, str) else FattrTypeError
+        raise error(f"{name}: similarity must be one of {', '.join(SIMILARITIES)} or a "
+                    f"callable (a, b) -> Tensor(B,), got {similarity!r}.")
     # checks x, the extra arguments and the eval mode before any forward pass
     call = prepare(model, x, target, model_args, model_kwargs, gradient=False)
     if layers is None:

@@ -51,7 +51,8 @@ def cases():
          "per_step must be an int >= 1"),
         (lambda f, p: m.selectivity(f, p, X, lambda p_, x, t: x[:, :, :2], 0),
          "the attribution has shape \\(2, 1, 2, 8\\)"),
-        (lambda f, p: m.completeness(f, p, X, A[0], 0), "completeness: attribution has shape \\(1, 8, 8\\) but x has shape"),
+        (lambda f, p: m.completeness(f, p, X, A[0], 0),
+         "completeness: attribution has shape \\(1, 8, 8\\) but x has shape"),
     ]
 
 
