@@ -36,7 +36,7 @@ from fattr.metrics.base import (
 # fill(rows, removed, example_of_each_row) -> the model inputs (one tensor per input)
 Fill = Callable[[Inputs, Inputs, Tensor], Inputs]
 Output = Union[Callable[[Any], Tensor], None]
-Extras = Union[Mapping[str, Any], None]
+ForwardKwargs = Union[Mapping[str, Any], None]
 
 
 def removal_curve(model: Model, params: Params, call: Call, order: Inputs, steps: int,
@@ -80,7 +80,7 @@ def references(call: Call, baseline: Any, method: str,
 def curve_metric(method: str, f: ModelFn, params: Params, x: Any, attribution: Any,
                  target: TargetSpec, steps: int, batch_size: int | None, output: Output,
                  fill: Callable[[Call], Fill], descending: bool = True,
-                 model_args: Any = (), model_kwargs: Extras = None) -> Tensor:
+                 model_args: Any = (), model_kwargs: ForwardKwargs = None) -> Tensor:
     """The shared boundary of the curve metrics: validate, rank the features of all inputs
     together, evaluate, integrate."""
     model = model_of(f, output, method)
@@ -98,7 +98,7 @@ def curve_metric(method: str, f: ModelFn, params: Params, x: Any, attribution: A
 def deletion(f: ModelFn, params: Params, x: Tensor | Inputs, attribution: Tensor | Inputs,
              target: TargetSpec = None, steps: int = 20, baseline: BaselineSpec | tuple = None,
              *, batch_size: int | None = None, output: Output = None, model_args: Any = (),
-             model_kwargs: Extras = None) -> Tensor:
+             model_kwargs: ForwardKwargs = None) -> Tensor:
     """Area under the deletion curve: the target score as the most relevant features are removed.
 
         DEL(x) = integral_0^1 f(x with the top-q fraction of features set to the baseline)_t dq
@@ -145,7 +145,7 @@ def deletion(f: ModelFn, params: Params, x: Tensor | Inputs, attribution: Tensor
 def insertion(f: ModelFn, params: Params, x: Tensor | Inputs, attribution: Tensor | Inputs,
               target: TargetSpec = None, steps: int = 20, baseline: BaselineSpec | tuple = None,
               *, sigma: float = 5.0, batch_size: int | None = None, output: Output = None,
-              model_args: Any = (), model_kwargs: Extras = None) -> Tensor:
+              model_args: Any = (), model_kwargs: ForwardKwargs = None) -> Tensor:
     """Area under the insertion curve: the score as the most relevant features are put back
     into a baseline image.
 
@@ -186,7 +186,7 @@ def pixel_flipping(f: ModelFn, params: Params, x: Tensor | Inputs, attribution: 
                    baseline: BaselineSpec | tuple = None, *,
                    generator: torch.Generator | None = None, batch_size: int | None = None,
                    output: Output = None, model_args: Any = (),
-                   model_kwargs: Extras = None) -> Tensor:
+                   model_kwargs: ForwardKwargs = None) -> Tensor:
     """Area under the pixel-flipping (MoRF) curve: features are flipped to random values in the
     order of relevance (Samek et al. 2017), most relevant first.
 

@@ -15,7 +15,7 @@ from fattr.core.inputs import Inputs
 from fattr.core.model import ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
-from fattr.metrics.curves import Extras, Fill, Output, curve_metric
+from fattr.metrics.curves import Fill, ForwardKwargs, Output, curve_metric
 
 
 def neighbours(v: Tensor) -> Tensor:
@@ -81,7 +81,7 @@ def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: Tar
          steps: int = 10, order: str = "morf", *, noise: float = 0.01,
          iterations: int | None = None, generator: torch.Generator | None = None,
          batch_size: int | None = None, output: Output = None, model_args: Any = (),
-         model_kwargs: Extras = None) -> Tensor:
+         model_kwargs: ForwardKwargs = None) -> Tensor:
     """Area under the ROAD curve: features removed in order of relevance and imputed from their
     neighbours, which avoids the out-of-distribution artefact of a constant fill.
 

@@ -301,3 +301,38 @@ def test_tuple_errors(call, match):
     (f, params, xs, a), _, _, _ = tuple_and_concatenated()
     with pytest.raises(fattr.FattrError, match=match):
         call(f, params, xs, a)
+
+
+def test_per_example_model_with_tuple_inputs():
+    """fattr.per_example(f) with a tuple of inputs: one example in, one value out, equal to
+    the batched value."""
+    net = captum_model()
+    f, params = fattr.functional(net)
+    one = fattr.per_example(f)
+    xs, _, target = inputs()
+    a = fattr.saliency(f, abs=False)(params, xs, target, model_args=(2,))
+    moves = draws(0.5, 6)
+    batched = {
+        "deletion": m.deletion(f, params, xs, a, target, steps=4, model_args=(2,)),
+        "infidelity": m.infidelity(f, params, xs, a, target, moves, model_args=(2,)),
+        "sensitivity_max": m.sensitivity_max(fattr.saliency(f), params, xs, target, moves,
+                                             model_args=(2,)),
+        "selectivity": m.selectivity(f, params, xs, fattr.saliency(f), target, steps=3,
+                                     model_args=(2,)),
+        "completeness": m.completeness(f, params, xs, a, target, model_args=(2,)),
+    }
+    for i in range(B):
+        x_i, a_i, d_i = (tuple(t[i] for t in xs), tuple(t[i] for t in a),
+                         tuple(t[:, i] for t in moves))
+        single = {
+            "deletion": m.deletion(one, params, x_i, a_i, target[i], steps=4, model_args=(2,)),
+            "infidelity": m.infidelity(one, params, x_i, a_i, target[i], d_i, model_args=(2,)),
+            "sensitivity_max": m.sensitivity_max(fattr.saliency(one), params, x_i, target[i],
+                                                 d_i, model_args=(2,)),
+            "selectivity": m.selectivity(one, params, x_i, fattr.saliency(one), target[i],
+                                         steps=3, model_args=(2,)),
+            "completeness": m.completeness(one, params, x_i, a_i, target[i], model_args=(2,)),
+        }
+        for name, value in single.items():
+            assert value.shape == (), name
+            torch.testing.assert_close(value, batched[name][i], rtol=1e-10, atol=1e-12)
