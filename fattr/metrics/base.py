@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from fattr.core.call import AttributionFn, Call, contract
 from fattr.core.checks import concrete
 from fattr.core.chunking import chunked
-from fattr.core.inputs import Inputs, flatten_inputs, per_input
+from fattr.core.inputs import Inputs, flatten_inputs
 from fattr.core.model import Model, ModelFn, Params, as_model
 from fattr.errors import FattrError, FattrTypeError
 
@@ -100,25 +100,26 @@ def check_like(t: object, x: Tensor, method: str, name: str = "attribution", *,
     return t if t.dtype == torch.bool else t.to(x.dtype)
 
 
-def per_input_tensors(value: object, call: Call, method: str, name: str,
-                      per_example: bool) -> Inputs:
-    """A per-input tensor argument (attributions, perturbations) as a tuple, one per input:
-    a tensor for a single input, a tuple of them for a tuple x; per-example ones batched."""
-    if not call.single and isinstance(value, Tensor):
-        raise FattrError(f"{method}: x is a tuple of {len(call.inputs)} inputs, so {name} must "
-                         f"be a tuple with one tensor per input, got one tensor of shape "
-                         f"{tuple(value.shape)}.")
-    value = tuple(value) if isinstance(value, list) and not call.single else value
-    values = per_input(value, len(call.inputs), name, method, atom=lambda v: call.single)
-    if per_example:
-        values = tuple(v.unsqueeze(0) if isinstance(v, Tensor) else v for v in values)
-    return values
+def one_per_input(value: object, count: int, single: bool, method: str, name: str) -> tuple:
+    """A per-input tensor argument (attributions, perturbations) as a tuple with one entry per
+    input: the value itself for a single input, a tuple (or list) of `count` for a tuple x."""
+    if single:
+        return (value,)
+    if isinstance(value, (tuple, list)) and len(value) == count:
+        return tuple(value)
+    got = (f"a {type(value).__name__} of {len(value)}" if isinstance(value, (tuple, list))
+           else f"one tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor)
+           else type(value).__name__)
+    raise FattrError(f"{method}: x is a tuple of {count} inputs, so {name} must be a tuple with "
+                     f"one tensor per input, got {got}.")
 
 
 def attributions_for(attribution: object, call: Call, model: Model, method: str, *,
                      broadcast: bool = False, name: str = "attribution") -> Inputs:
     """The attribution as one checked (B, ...) tensor per input of the call."""
-    given = per_input_tensors(attribution, call, method, name, model.per_example)
+    given = one_per_input(attribution, len(call.inputs), call.single, method, name)
+    if model.per_example:
+        given = tuple(a.unsqueeze(0) if isinstance(a, Tensor) else a for a in given)
     where = lambda i, n: n if call.single else f"{n}[{i}]"
     return tuple(check_like(a, x, method, where(i, name), broadcast=broadcast,
                             input_name=where(i, "x"))
@@ -243,11 +244,7 @@ def perturbations_for(perturbations: object, inputs: Inputs, single: bool, metho
                       add_batch: bool = False) -> Inputs:
     """Given perturbations, one (S, *x.shape) per input with the same S >= 1, as finite floats
     on each input's device; `add_batch` (a per-example model) gives (S, ...) a batch axis."""
-    if not single and isinstance(perturbations, Tensor):
-        raise FattrError(f"{method}: x is a tuple of {len(inputs)} inputs, so perturbations must "
-                         "be a tuple with one (S, ...) tensor per input, got one tensor.")
-    given = per_input(tuple(perturbations) if isinstance(perturbations, list) else perturbations,
-                      len(inputs), "perturbations", method, atom=lambda v: single)
+    given = one_per_input(perturbations, len(inputs), single, method, "perturbations")
     checked = []
     for i, (p, x) in enumerate(zip(given, inputs)):
         name = "perturbations" if single else f"perturbations[{i}]"

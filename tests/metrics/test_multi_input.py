@@ -280,8 +280,8 @@ def test_per_example_arguments_follow_their_example(name):
      "deletion: x is a tuple of 3 inputs, so attribution must be a tuple with one tensor per "
      "input"),
     (lambda f, p, xs, a: m.infidelity(f, p, xs, a[:2], 0, model_args=(2,)),
-     "infidelity: attribution must be one value for every input or a tuple with one entry per "
-     "input \\(3\\), got a tuple of 2"),
+     "infidelity: x is a tuple of 3 inputs, so attribution must be a tuple with one tensor per "
+     "input, got a tuple of 2"),
     (lambda f, p, xs, a: m.insertion(f, p, xs, (a[0], a[1], a[2][:, :2]), 0, model_args=(2,)),
      "insertion: attribution\\[2\\] has shape \\(4, 2\\) but x\\[2\\] has shape \\(4, 3\\)"),
     (lambda f, p, xs, a: m.infidelity(f, p, xs, a, 0, torch.zeros(S, B, 3), model_args=(2,)),
