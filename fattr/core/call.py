@@ -33,7 +33,7 @@ from torch.utils import _pytree as pytree
 
 from fattr.core.checks import check_eval_mode
 from fattr.core.inputs import Inputs, as_inputs
-from fattr.core.model import Model, Params
+from fattr.core.model import Model, Params, check_param_names
 from fattr.core.targets import Target, TargetSpec
 from fattr.core.training import DropoutWatch, any_training
 from fattr.errors import FattrError, FattrTypeError
@@ -287,6 +287,8 @@ def prepare(model: Model, x: Any, target: TargetSpec, model_args: Any = (),
     method = model.method
     if params is not None:
         check_params(params, method)
+        if model.module is not None:
+            check_param_names(model.module, params, method)
     inputs, single = as_inputs(x, method, gradient=gradient, batched=not model.per_example)
     model_args, model_kwargs = _check_extras(model_args, model_kwargs, method)
     check_eval_mode(model.module, method)

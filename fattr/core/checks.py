@@ -26,7 +26,7 @@ def concrete(t: Tensor) -> Tensor:
 def check_input(x: object, method: str, *, gradient: bool = True) -> Tensor:
     """x must be a finite tensor with a batch axis; gradient methods need floating point."""
     if not isinstance(x, Tensor):
-        raise FattrError(f"{method}: x must be a torch.Tensor, got {type(x).__name__}.")
+        raise FattrTypeError(f"{method}: x must be a torch.Tensor, got {type(x).__name__}.")
     if x.ndim == 0:
         raise FattrError(f"{method}: x must have a batch axis, got a 0-d tensor. "
                          "Pass x[None] for one example, or use fattr.per_example(f).")
