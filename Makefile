@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs gallery clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,25 @@ $(VENV)/.test: $(VENV)/.torch pyproject.toml
 	$(PIP) install -q --no-deps $(LXT)
 	touch $@
 
+$(VENV)/.docs: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e '.[docs]'
+	touch $@
+
 demo: $(VENV)/.demo
 	$(PY) -m fattr demo --out out/demo
+
+# The site (MkDocs Material + mkdocstrings) into out/site; --strict: a broken link or API
+# reference fails. `make test` builds it too (tests/run/test_docs.py).
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir out/site
+
+# The figures of docs/gallery: the demo's and the examples'.
+gallery: $(VENV)/.test
+	$(PY) -m fattr demo --out docs/gallery
+	$(PY) examples/quickstart.py
+	$(PY) examples/compare_methods_resnet.py
+	$(PY) examples/vit_transformer.py
+	cp out/examples/quickstart.png out/examples/resnet18.png out/examples/vit.png docs/gallery/
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -83,8 +83,8 @@ def main() -> None:
 
     x = torch.randn(2, 3, 32, 32, generator=generator())
     targets, samples = [0, 1], 4
-    sscam64 = fattr.sscam(f, "layer3", n_samples=samples, upsample=False, batch_size=64)
-    sscam32 = fattr.sscam(f, "layer3", n_samples=samples, upsample=False, batch_size=32)
+    sscam64 = fattr.sscam(f, "layer3", samples=samples, upsample=False, batch_size=64)
+    sscam32 = fattr.sscam(f, "layer3", samples=samples, upsample=False, batch_size=32)
     reference = "torchcam SSCAM (batch_size=32)"
     rows = compare({
         reference: lambda: torchcam_sscam(net, x, targets, samples),

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 import fattr
-from fattr.run.digits import trained_digits_cnn
+from fattr.data.digits import trained_digits_cnn
 
 OUTSIDE = torch.ones(1, 1, 8, 8)
 OUTSIDE[..., :3] = 0.0  # 1 where attribution is penalized: every column but the left three

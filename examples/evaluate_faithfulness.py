@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 import fattr
-from fattr.run.digits import trained_digits_cnn
+from fattr.data.digits import trained_digits_cnn
 
 
 def main(epochs: int = 10, examples: int = 48, steps: int = 16) -> dict[str, dict[str, float]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 import fattr
-from fattr.run.digits import accuracy, trained_digits_cnn
+from fattr.data.digits import accuracy, trained_digits_cnn
 
 OUT = Path("out/examples")
 

@@ -18,7 +18,7 @@ import torch
 from torch.func import vmap
 
 import fattr
-from fattr.run.digits import digits_cnn, load_digits
+from fattr.data.digits import digits_cnn, load_digits
 
 
 def main(examples: int = 8, classes: int = 10, steps: int = 32) -> dict[str, float]:

@@ -9,9 +9,31 @@ a pure attribution function `attr(params, x, target=None, **per_call) -> Tensor`
 """
 
 from fattr import lrp, metrics
-from fattr.cam import *  # noqa: F403
+from fattr.cam import (
+    ablationcam,
+    cameras,
+    eigencam,
+    eigengradcam,
+    fem,
+    fullgrad,
+    fullgrad_terms,
+    gradcam,
+    gradcam_elementwise,
+    gradcam_plus_plus,
+    guided,
+    guided_gradcam,
+    hirescam,
+    layercam,
+    scorecam,
+    smooth_gradcam_plus_plus,
+    sscam,
+    xgradcam,
+    xrai,
+    xrai_segments,
+)
 from fattr.core import functional, per_example, trainable
 from fattr.errors import FattrError, FattrTypeError
+from fattr.explain import explain
 from fattr.gradient import (
     blur_integrated_gradients,
     completeness_gap,
@@ -24,9 +46,36 @@ from fattr.gradient import (
     smoothgrad_sq,
     vargrad,
 )
-from fattr.layers import *  # noqa: F403
-from fattr.perturbation import *  # noqa: F403
-from fattr.rules import *  # noqa: F403
+from fattr.layers import (
+    internal_influence,
+    layer_activation,
+    layer_conductance,
+    layer_deeplift,
+    layer_feature_ablation,
+    layer_gradient_shap,
+    layer_gradient_x_activation,
+    layer_integrated_gradients,
+    neuron_conductance,
+    to_layer,
+    tokens_to_grid,
+)
+from fattr.perturbation import (
+    feature_ablation,
+    feature_permutation,
+    kernel_shap,
+    lime,
+    occlusion,
+    shapley_value_sampling,
+    shapley_values,
+)
+from fattr.rules import (
+    deconvnet,
+    deeplift,
+    deeplift_shap,
+    guided_backprop,
+    rectgrad,
+    rewrite,
+)
 
 __version__ = "0.1.0"
 
@@ -44,9 +93,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'fattr' has no attribute {name!r}")
 
 
-__all__ = [
-    "FattrError", "FattrTypeError", "blur_integrated_gradients", "completeness_gap", "functional",
-    "gradient_shap", "guided_integrated_gradients", "input_x_gradient", "integrated_gradients",
-    "lrp", "metrics", "per_example", "saliency", "smoothgrad", "smoothgrad_sq", "trainable",
-    "vargrad",
+__all__ = [  # every public name (tests/core/test_core.py checks it against dir(fattr))
+    "FattrError", "FattrTypeError", "ablationcam", "blur_integrated_gradients", "cameras",
+    "completeness_gap", "deconvnet", "deeplift", "deeplift_shap", "eigencam", "eigengradcam",
+    "explain", "feature_ablation", "feature_permutation", "fem", "fullgrad", "fullgrad_terms",
+    "functional", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "gradient_shap", "guided",
+    "guided_backprop", "guided_gradcam", "guided_integrated_gradients", "hirescam",
+    "input_x_gradient", "integrated_gradients", "internal_influence", "kernel_shap",
+    "layer_activation", "layer_conductance", "layer_deeplift", "layer_feature_ablation",
+    "layer_gradient_shap", "layer_gradient_x_activation", "layer_integrated_gradients", "layercam",
+    "lime", "lrp", "metrics", "neuron_conductance", "occlusion", "per_example", "rectgrad",
+    "rewrite", "saliency", "scorecam", "shapley_value_sampling", "shapley_values",
+    "smooth_gradcam_plus_plus", "smoothgrad", "smoothgrad_sq", "sscam", "to_layer",
+    "tokens_to_grid", "trainable", "vargrad", "xgradcam", "xrai", "xrai_segments",
 ]

@@ -16,7 +16,8 @@ from fattr.cam.scorecam import scorecam
 from fattr.cam.smooth_gradcam_plus_plus import smooth_gradcam_plus_plus
 from fattr.cam.sscam import sscam
 from fattr.cam.xgradcam import xgradcam
-from fattr.cam.xrai import xrai, xrai_segments
+from fattr.cam.xrai import xrai
+from fattr.cam.xrai_segments import xrai_segments
 
 __all__ = ["ablationcam", "cameras", "eigencam", "eigengradcam", "fem", "fullgrad",
            "fullgrad_terms", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "guided",

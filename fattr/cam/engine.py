@@ -49,8 +49,9 @@ def resize(maps: Tensor, size: tuple[int, ...], mode: str, method: str = "resize
     size = tuple(size)
     if maps.ndim - 2 != len(size):
         raise FattrError(f"{method}: cannot upsample a map with spatial shape "
-                         f"{tuple(maps.shape[2:])} to the input's spatial shape {size}. Pass "
-                         "upsample=False to keep the layer's size.")
+                         f"{tuple(maps.shape[2:])} to the input's spatial shape {size}. For a "
+                         "transformer token layer (B, N, C), pass reshape=fattr.tokens_to_grid(1) "
+                         "(ViT; layout='bhwc' for Swin) to lay the tokens out on their grid.")
     if tuple(maps.shape[2:]) == size:
         return maps
     if mode == "bilinear":
@@ -146,6 +147,7 @@ def cam_method(f: ModelFn, layer: LayerSpec, combine: Combine, *, relu: bool, up
         if uses_gradient:
             a, g = cam.maps(params, call)
         else:
+            call.check_target(cam.model, params)
             a, g = cam.activations(params, call), None
         return cam.finish(combine(a, g), call)
 

@@ -29,11 +29,13 @@ def fem(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = Tr
     Fuad, Martin, Giot, Bourqui, Benois-Pineau, Zemmari, "Features Understanding in 3D CNNs for
     Actions Recognition in Video" (2020), https://hal.science/hal-02963298
     """
-    if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise FattrError(f"fem: k must be a number (the k-sigma threshold), got {k!r}.")
+    if isinstance(k, bool) or not isinstance(k, (int, float)) or not 0 <= k < float("inf"):
+        raise FattrError(f"fem: k must be a finite number >= 0 (the k-sigma threshold, "
+                         f"default 2), got {k!r}.")
     cam = LayerCam(f, layer, relu, upsample, reshape, output, "fem")
 
     def compute(params: Params, call: Call) -> Tensor:
+        call.check_target(cam.model, params)
         a = cam.activations(params, call)
         axes = spatial(a)
         threshold = a.mean(axes, keepdim=True) + k * a.std(axes, correction=0, keepdim=True)

@@ -83,7 +83,7 @@ def fullgrad_terms(f: ModelFn, params: Params, x: Tensor, target: TargetSpec = N
     """
     model = as_model(f, output, "fullgrad_terms")
     tap = _tap(model, "fullgrad_terms")
-    call = prepare(model, x, target, model_args, model_kwargs)  # checks the eval mode first
+    call = prepare(model, x, target, model_args, model_kwargs, params=params)  # eval mode first
     return finish(model, full_gradients(model, tap, params, call))
 
 

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from fattr.cam.engine import Reshape, Upsample, resize, upsample_mode
 from fattr.cam.gradcam import gradcam
+from fattr.core.call import AttributionFn, Contract, contract
 from fattr.core.model import ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError, FattrTypeError
@@ -39,8 +40,9 @@ def guided(attr_fn: Callable[..., Tensor], cam_fn: Callable[..., Tensor],
         if not callable(fn):
             raise FattrTypeError(f"{name}: {what} must be an attribution function, got "
                                  f"{type(fn).__name__}.")
-    per_example = getattr(attr_fn, "per_example", False)
-    if getattr(cam_fn, "per_example", False) != per_example:
+    inner = contract(attr_fn)
+    per_example = inner.per_example
+    if contract(cam_fn).per_example != per_example:
         raise FattrError(f"{name}: attr_fn and cam_fn must both be batched or both per-example "
                          "(built from fattr.per_example(f)).")
     mode = upsample_mode(upsample, name)
@@ -48,10 +50,16 @@ def guided(attr_fn: Callable[..., Tensor], cam_fn: Callable[..., Tensor],
         raise FattrError(f"{name}: upsample=False cannot combine maps of different sizes; pass "
                          "'bilinear' or 'nearest'.")
 
-    def attribute(params: Params, x: Tensor, target: TargetSpec = None, **per_call: Any,
-                  ) -> Tensor:
-        a = attr_fn(params, x, target, **per_call)
-        cam = cam_fn(params, x, target)
+    def attribute(params: Params, x: Any, target: TargetSpec = None, *, model_args: Any = (),
+                  model_kwargs: dict[str, Any] | None = None, **per_call: Any) -> Tensor:
+        given = model_args != () or model_kwargs is not None  # plain functions may not take them
+        extra = dict(model_args=model_args, model_kwargs=model_kwargs) if given else {}
+        a = attr_fn(params, x, target, **extra, **per_call)
+        if isinstance(a, tuple):
+            raise FattrError(f"{name}: combines ONE attribution map with a CAM, but x is a tuple "
+                             f"of {len(a)} inputs. Multiply the input you want by the CAM "
+                             "yourself: attributions[i] * cam.")
+        cam = cam_fn(params, x, target, **extra)
         if per_example:
             a, cam = a.unsqueeze(0), cam.unsqueeze(0)
         if cam.ndim != a.ndim or cam.shape[:2] != (a.shape[0], 1):
@@ -61,11 +69,9 @@ def guided(attr_fn: Callable[..., Tensor], cam_fn: Callable[..., Tensor],
         result = a * resize(cam, a.shape[2:], mode, name)
         return result.squeeze(0) if per_example else result
 
-    attribute.__name__ = attribute.__qualname__ = name
-    attribute.__doc__ = guided.__doc__
-    attribute.per_example = per_example  # type: ignore[attr-defined]
-    attribute.batched_kwargs = getattr(attr_fn, "batched_kwargs", ())  # type: ignore[attr-defined]
-    return attribute
+    keywords = None if inner.keywords is None else inner.keywords
+    return AttributionFn(attribute, name, Contract(per_example, inner.batched_kwargs, keywords),
+                         guided.__doc__)
 
 
 def guided_gradcam(f: ModelFn, layer: LayerSpec, *, reshape: Reshape = None,

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample, spatial
 from fattr.core.call import Call
-from fattr.core.checks import check_count, check_non_negative
+from fattr.core.checks import check_count, check_generator, check_non_negative
 from fattr.core.chunking import check_batch_size, path_sum
 from fattr.core.inputs import rows_of
 from fattr.core.model import ModelFn, Params
@@ -30,24 +30,24 @@ def smoothed_plus_plus(a: Tensor, g: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
     return (weights * a).sum(1)
 
 
-def smooth_gradcam_plus_plus(f: ModelFn, layer: LayerSpec, n_samples: int = 4,
+def smooth_gradcam_plus_plus(f: ModelFn, layer: LayerSpec, samples: int = 4,
                              stdev: float = 0.3, relu: bool = True, upsample: Upsample = True,
                              batch_size: int | None = None, *, reshape: Reshape = None,
                              output: Callable[[Any], Tensor] | None = None,
                              ) -> Callable[..., Tensor]:
     """Smooth Grad-CAM++: Grad-CAM++ whose gradient terms are averaged over noisy inputs.
 
-        G_s = dy_t/dA at x + e_s,   e_s ~ N(0, stdev^2)   (s = 1..n_samples, absolute stdev)
+        G_s = dy_t/dA at x + e_s,   e_s ~ N(0, stdev^2)   (s = 1..samples, absolute stdev)
         D1 = mean_s G_s,   D2 = mean_s G_s^2,   D3 = mean_s G_s^3,   A = the layer at x
         alpha_cij = D2_cij / (2 D2_cij + sum_kl A_ckl * D3_cij + 1e-6)   (0 where D2 = 0)
         w_c = sum_ij alpha_cij ReLU(D1_cij),   map = ReLU(sum_c w_c A_c)
 
-    With stdev=0 this is `fattr.gradcam_plus_plus`. All n_samples * B noisy inputs go
+    With stdev=0 this is `fattr.gradcam_plus_plus`. All samples * B noisy inputs go
     through the model in chunks of `batch_size` (one forward and backward per chunk, never a
     loop over samples); the moments are summed per example as the chunks come.
 
     Args: as `fattr.gradcam`, plus
-        n_samples: noisy copies per example (default 4, as torchcam).
+        samples: noisy copies per example (default 4, as torchcam).
         stdev: standard deviation of the Gaussian input noise, in input units (default 0.3,
             as torchcam; NOT relative to the value range as `fattr.smoothgrad`'s).
         batch_size: the most noisy inputs per forward call (default None: all at once). The
@@ -55,11 +55,11 @@ def smooth_gradcam_plus_plus(f: ModelFn, layer: LayerSpec, n_samples: int = 4,
 
     Returns `attr(params, x, target=None, *, generator=None)` -> (B, 1, H, W) raw maps (the
     layer's size without `upsample`), differentiable in params and x. The noise is drawn
-    once per call as `stdev * torch.randn((n_samples, *x.shape), generator=generator)` (the
+    once per call as `stdev * torch.randn((samples, *x.shape), generator=generator)` (the
     global RNG if None), so the same generator state gives the same map for any batch_size.
     Under `vmap` (e.g. over targets) pass `randomness="same"` to vmap.
 
-    >>> cam = fattr.smooth_gradcam_plus_plus(f, "layer4", n_samples=8, stdev=0.2)
+    >>> cam = fattr.smooth_gradcam_plus_plus(f, "layer4", samples=8, stdev=0.2)
     >>> maps = cam(params, x, target=labels, generator=torch.Generator().manual_seed(0))
 
     Differences from torchcam 0.5.0's SmoothGradCAMpp (same defaults, same noise, same
@@ -76,23 +76,24 @@ def smooth_gradcam_plus_plus(f: ModelFn, layer: LayerSpec, n_samples: int = 4,
     https://arxiv.org/abs/1908.01224
     """
     method = "smooth_gradcam_plus_plus"
-    check_count(n_samples, "n_samples", method)
+    check_count(samples, "samples", method)
     check_non_negative(stdev, "stdev", method)
     check_batch_size(batch_size, method)
     cam = LayerCam(f, layer, relu, upsample, reshape, output, method)
 
     def compute(params: Params, call: Call, *, generator: torch.Generator | None = None,
                 ) -> Tensor:
+        check_generator(generator, method)
         x, *others = call.inputs  # the noise goes on the first input
-        noise = torch.randn((n_samples, *x.shape), generator=generator, dtype=x.dtype,
+        noise = torch.randn((samples, *x.shape), generator=generator, dtype=x.dtype,
                             device=x.device)
 
         def moments(step: Tensor, example: Tensor) -> Tensor:
             noisy = (x[example] + stdev * noise[step, example], *rows_of(others, example))
             g = cam.maps(params, call, noisy, example)[1]
-            return torch.stack((g, g.square(), g.pow(3)), 1) / n_samples
+            return torch.stack((g, g.square(), g.pow(3)), 1) / samples
 
-        total = path_sum(moments, n_samples, call.batch, batch_size, x.device)
+        total = path_sum(moments, samples, call.batch, batch_size, x.device)
         g, g2, g3 = total.unbind(1)
         return cam.finish(smoothed_plus_plus(cam.activations(params, call), g, g2, g3), call)
 

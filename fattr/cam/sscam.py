@@ -12,7 +12,7 @@ from torch import Tensor
 from fattr.cam.engine import LayerCam, Reshape, Upsample, minmax, resize, spatial
 from fattr.cam.scorecam import channel_rows, weighted_channels
 from fattr.core.call import Call
-from fattr.core.checks import check_count, check_non_negative
+from fattr.core.checks import check_count, check_generator, check_non_negative
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.core.inputs import rows_of
 from fattr.core.model import ModelFn, Params
@@ -44,7 +44,7 @@ class BlockNoise:
         return rows[:n]
 
 
-def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
+def sscam(f: ModelFn, layer: LayerSpec, samples: int = 35, stdev: float = 2.0,
           relu: bool = True, upsample: Upsample = True, batch_size: int | None = 64, *,
           align_corners: bool = False, reshape: Reshape = None,
           output: Callable[[Any], Tensor] | None = None) -> Callable[..., Tensor]:
@@ -54,16 +54,16 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
         s_c = mean_s y_t(x * (M_c + e_sc)),   e_sc ~ N(0, stdev^2) per mask pixel
         w = softmax_c(s),   map = ReLU(sum_c w_c A_c)
 
-    Gradient-free. With stdev=0 this is `fattr.scorecam`. All n_samples * B * C masked
+    Gradient-free. With stdev=0 this is `fattr.scorecam`. All samples * B * C masked
     inputs go through the model in chunks of `batch_size`, mixed across samples, images and
     channels; the scores are summed per (image, channel) as the chunks come.
 
     Args: as `fattr.scorecam`, plus
-        n_samples: noisy copies of every mask (default 35, as torchcam).
+        samples: noisy copies of every mask (default 35, as torchcam).
         stdev: standard deviation of the noise added to the [0, 1] masks (default 2.0, as
             torchcam; absolute, in mask units).
         batch_size: the most masked inputs per forward call (default 64; None sends all
-            n_samples * B * C at once). The result does not depend on it.
+            samples * B * C at once). The result does not depend on it.
 
     Returns `attr(params, x, target=None, *, generator=None)` -> (B, 1, H, W) raw maps (the
     layer's size without `upsample`), differentiable in params and x. The noise maps are drawn
@@ -71,7 +71,7 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
     sample and image in the order (sample, image): the same generator state gives the same map
     for any batch_size. Under `vmap` (e.g. over targets) pass `randomness="same"` to vmap.
 
-    >>> maps = fattr.sscam(f, "layer4", n_samples=8, batch_size=256)(params, x, labels)
+    >>> maps = fattr.sscam(f, "layer4", samples=8, batch_size=256)(params, x, labels)
 
     Differences from torchcam 0.5.0's SSCAM (same defaults, same noise on the masks): torchcam
     min-max normalizes each channel at the layer's size and then upsamples; fattr upsamples
@@ -83,7 +83,7 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
     Visual Feature Localization" (2020), https://arxiv.org/abs/2006.14255
     """
     method = "sscam"
-    check_count(n_samples, "n_samples", method)
+    check_count(samples, "samples", method)
     check_non_negative(stdev, "stdev", method)
     check_batch_size(batch_size, method)
     if not isinstance(align_corners, bool):
@@ -92,6 +92,7 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
 
     def compute(params: Params, call: Call, *, generator: torch.Generator | None = None,
                 ) -> Tensor:
+        check_generator(generator, method)
         x, *others = call.inputs  # the masks apply to the first input
         a = cam.activations(params, call)
         example, channel = channel_rows(a)
@@ -106,9 +107,9 @@ def sscam(f: ModelFn, layer: LayerSpec, n_samples: int = 35, stdev: float = 2.0,
                 masks = masks + noise.take(ex.shape[0]).unsqueeze(1)
             return call.score(cam.model, params, (x[ex] * masks, *rows_of(others, ex)), ex)
 
-        total = chunked(chunk, example.repeat(n_samples), channel.repeat(n_samples),
-                        batch_size=batch_size, segments=(pair.repeat(n_samples), pair.shape[0]))
-        weights = (total / n_samples).reshape(a.shape[:2]).softmax(1)
+        total = chunked(chunk, example.repeat(samples), channel.repeat(samples),
+                        batch_size=batch_size, segments=(pair.repeat(samples), pair.shape[0]))
+        weights = (total / samples).reshape(a.shape[:2]).softmax(1)
         return cam.finish(weighted_channels(weights, a), call)
 
     return cam.attribution(compute, sscam.__doc__, gradient=True)

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from fattr.core.checks import check_broadcasts, concrete
 from fattr.core.inputs import per_input
-from fattr.errors import FattrError
+from fattr.errors import FattrError, FattrTypeError
 
 BaselineSpec = Tensor | float | int | None
 
@@ -38,8 +38,8 @@ def baseline_like(baseline: BaselineSpec, x: Tensor, method: str, name: str = "b
         check_finite(float(baseline), method, name)
         return torch.full_like(x, float(baseline))
     if not isinstance(baseline, Tensor):
-        raise FattrError(f"{method}: {name} must be None, a number or a tensor broadcastable to "
-                         f"x, got {type(baseline).__name__}.")
+        raise FattrTypeError(f"{method}: {name} must be None, a number or a tensor broadcastable "
+                             f"to x, got {type(baseline).__name__}.")
     check_broadcasts(baseline, x.shape, name, method, "x",
                      f"Pass one baseline per example {tuple(x.shape)}, one shared baseline "
                      f"{tuple(x.shape[1:])}, or a number.")

@@ -23,17 +23,19 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils import _pytree as pytree
 
 from fattr.core.checks import check_eval_mode
 from fattr.core.inputs import Inputs, as_inputs
-from fattr.core.model import Model, Params
+from fattr.core.model import Model, Params, check_param_names
 from fattr.core.targets import Target, TargetSpec
+from fattr.core.training import DropoutWatch, any_training
 from fattr.errors import FattrError, FattrTypeError
 
 # captum's spellings of fattr's arguments, for a helpful message
@@ -93,6 +95,8 @@ class Call:
     extras: Extras
     single: bool
     method: str
+    per_example: bool = False  # the model function takes one example (fattr.per_example)
+    watch: bool = False        # some module is in training mode: refuse functional dropout
 
     @property
     def batch(self) -> int:
@@ -128,12 +132,41 @@ class Call:
                              f"without their example index, so per-example model arguments "
                              "cannot follow them. Please report this.")
         args, kwargs = self.extras.at(rows)
-        return model(params, self.pack(inputs), *args, **kwargs)
+        try:
+            with DropoutWatch(self.method) if self.watch else nullcontext():
+                return model(params, self.pack(inputs), *args, **kwargs)
+        except (RuntimeError, IndexError, TypeError) as err:
+            if not self.per_example or isinstance(err, FattrError):
+                raise
+            shapes = [tuple(t.shape[1:]) for t in self.inputs]
+            shown = shapes[0] if self.single else shapes
+            raise FattrError(
+                f"{self.method}: the model failed on x of shape {shown} ({type(err).__name__}: "
+                f"{err}). The model function is per-example "
+                "(fattr.per_example): x must be ONE example without its batch axis; for a "
+                "batch, use the batched model function or vmap over the examples.") from err
 
     def score(self, model: Model, params: Params, inputs: Inputs,
               rows: Tensor | None = None) -> Tensor:
-        """The target score of every row, (N,)."""
-        return self.target.select(self.run(model, params, inputs, rows), rows)
+        """The target score of every row, (N,). The model must return one value (or one row)
+        per input row: a value for the whole batch (a loss) would mix the examples' gradients."""
+        out = self.run(model, params, inputs, rows)
+        n = inputs[0].shape[0]
+        if isinstance(out, Tensor) and (out.ndim == 0 or out.shape[0] != n):
+            raise FattrError(
+                f"{self.method}: the model returned shape {tuple(out.shape)} for {n} examples, "
+                "not one value (or one row) per example; it seems to reduce over the batch "
+                "(a loss). Attributions need per-example values: return them unreduced (e.g. "
+                "reduction='none'); the perturbation methods also attribute one value for the "
+                "whole batch, with target=None, as captum does.")
+        return self.target.select(out, rows)
+
+    def check_target(self, model: Model, params: Params) -> None:
+        """For methods that do not use the target: a given target must still fit the model's
+        output (one forward pass without gradients); None is always accepted."""
+        if self.target.spec is not None:
+            with torch.no_grad():
+                self.score(model, params, self.inputs)
 
     def tensors(self) -> list[Tensor]:
         """Every tensor the model sees besides params: the inputs and the extra arguments."""
@@ -231,21 +264,43 @@ def empty_like_inputs(call: Call) -> Any:
     return call.unpack(tuple(torch.zeros_like(t) for t in call.inputs))
 
 
+def check_params(params: object, method: str) -> None:
+    """`params` must be the dict of tensors from `fattr.functional` (not the module)."""
+    if isinstance(params, Mapping):
+        return
+    if isinstance(params, nn.Module):
+        raise FattrTypeError(
+            f"{method}: params is the module {type(params).__name__}, but attribution functions "
+            "take the dict of its tensors: `f, params = fattr.functional(model)`, then "
+            "attr(params, x, target).")
+    raise FattrTypeError(f"{method}: params must be a dict of tensors (from `f, params = "
+                         f"fattr.functional(model)`), got {type(params).__name__}. Attribution "
+                         "functions take (params, x, target).")
+
+
 def prepare(model: Model, x: Any, target: TargetSpec, model_args: Any = (),
-            model_kwargs: Mapping[str, Any] | None = None, *, gradient: bool = True) -> Call:
-    """Validate one call at the boundary (inputs, extra arguments, eval mode, target) and build
-    its `Call`; a per-example model's inputs, target and tensor arguments get a batch axis."""
+            model_kwargs: Mapping[str, Any] | None = None, *, gradient: bool = True,
+            params: object = None) -> Call:
+    """Validate one call at the boundary (params, inputs, extra arguments, eval mode, target)
+    and build its `Call`; a per-example model's inputs, target and tensor arguments get a batch
+    axis."""
     method = model.method
-    inputs, single = as_inputs(x, method, gradient=gradient)
+    if params is not None:
+        check_params(params, method)
+        if model.module is not None:
+            check_param_names(model.module, params, method)
+    inputs, single = as_inputs(x, method, gradient=gradient, batched=not model.per_example)
     model_args, model_kwargs = _check_extras(model_args, model_kwargs, method)
     check_eval_mode(model.module, method)
+    watch = any_training(model.module)
     extras = Extras(model_args, model_kwargs, inputs[0].shape[0])
     if model.per_example:
         add = lambda t: t.unsqueeze(0)
         inputs = tuple(add(t) for t in inputs)
         target = add(target) if isinstance(target, Tensor) else target
         extras = Extras(*pytree.tree_map_only(Tensor, add, (model_args, model_kwargs)), 1)
-    return Call(inputs, model.target(target, inputs[0]), extras, single, method)
+    return Call(inputs, model.target(target, inputs[0]), extras, single, method,
+                model.per_example, watch)
 
 
 def finish(model: Model, result: Any) -> Any:
@@ -272,7 +327,8 @@ def attribution(model: Model, compute: Callable[..., Any], *, gradient: bool = T
     def attribute(params: Params, x: Any, target: TargetSpec = None, *, model_args: Any = (),
                   model_kwargs: Mapping[str, Any] | None = None, **per_call: Any) -> Any:
         check_keywords(per_call, accepted, method)
-        call = prepare(model, x, target, model_args, model_kwargs, gradient=gradient)
+        call = prepare(model, x, target, model_args, model_kwargs, gradient=gradient,
+                       params=params)
         result = empty(call) if call.batch == 0 else compute(params, call, **per_call)
         return finish(model, result)
 

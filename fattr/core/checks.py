@@ -26,7 +26,7 @@ def concrete(t: Tensor) -> Tensor:
 def check_input(x: object, method: str, *, gradient: bool = True) -> Tensor:
     """x must be a finite tensor with a batch axis; gradient methods need floating point."""
     if not isinstance(x, Tensor):
-        raise FattrError(f"{method}: x must be a torch.Tensor, got {type(x).__name__}.")
+        raise FattrTypeError(f"{method}: x must be a torch.Tensor, got {type(x).__name__}.")
     if x.ndim == 0:
         raise FattrError(f"{method}: x must have a batch axis, got a 0-d tensor. "
                          "Pass x[None] for one example, or use fattr.per_example(f).")
@@ -48,12 +48,15 @@ def check_eval_mode(module: nn.Module | None, method: str) -> None:
     if module is None:
         return
     for name, sub in module.named_modules():
-        if sub.training and isinstance(sub, _TRAIN_SENSITIVE):
+        random_inside = isinstance(sub, (nn.RNNBase, nn.MultiheadAttention)) \
+            and getattr(sub, "dropout", 0) > 0  # dropout inside a fused module
+        if sub.training and (isinstance(sub, _TRAIN_SENSITIVE) or random_inside):
             where = f"'{name}'" if name else "the model itself"
-            raise FattrError(
-                f"{method}: {where} ({type(sub).__name__}) is in training mode, so the model "
-                "is random (Dropout) or batch-dependent (BatchNorm) and attributions would be "
-                "too. Call model.eval() before attributing.")
+            why = (f"in training mode with dropout {sub.dropout} inside, so the model is random"
+                   if random_inside else "in training mode, so the model is random (Dropout) "
+                   "or batch-dependent (BatchNorm)")
+            raise FattrError(f"{method}: {where} ({type(sub).__name__}) is {why} and "
+                             "attributions would be too. Call model.eval() before attributing.")
 
 
 def broadcasts_to(t: Tensor, shape: torch.Size) -> bool:

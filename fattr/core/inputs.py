@@ -21,11 +21,13 @@ from fattr.errors import FattrError, FattrTypeError
 Inputs = tuple[Tensor, ...]
 
 
-def as_inputs(x: object, method: str, *, gradient: bool = True) -> tuple[Inputs, bool]:
+def as_inputs(x: object, method: str, *, gradient: bool = True,
+              batched: bool = True) -> tuple[Inputs, bool]:
     """(inputs, single): x as a validated tuple, and whether the caller passed one tensor.
 
-    Every input must be a finite tensor with the same batch size (floating point for gradient
-    methods); a tuple must not be empty.
+    Every input must be a finite tensor (floating point for gradient methods) and, when
+    `batched`, all inputs have the same batch size (a per-example call has no batch axis); a
+    tuple must not be empty.
     """
     if isinstance(x, Tensor):
         return (check_input(x, method, gradient=gradient),), True
@@ -41,7 +43,7 @@ def as_inputs(x: object, method: str, *, gradient: bool = True) -> tuple[Inputs,
                                  "go in model_args= or model_kwargs=.")
         check_input(t, f"{method}: x[{i}]", gradient=gradient)
     sizes = [t.shape[0] for t in x]
-    if len(set(sizes)) > 1:
+    if batched and len(set(sizes)) > 1:
         raise FattrError(f"{method}: the inputs in x have batch sizes {sizes} (the first axis of "
                          f"shapes {[tuple(t.shape) for t in x]}); every input needs the same "
                          "number of examples.")

@@ -51,12 +51,13 @@ def call_module(tree: nn.Module, owner: nn.Module, params: Params,
     return torch.func.functional_call(tree, dict(params), (*inputs, *args), kwargs)
 
 
-def check_param_names(module: nn.Module, params: Params) -> None:
+def check_param_names(module: nn.Module, params: Params, method: str = "functional") -> None:
     """Every key of `params` must be a parameter or buffer name of `module`."""
     if not isinstance(params, Mapping):
         raise FattrTypeError(
-            f"the params must be a dict of tensors (from `f, params = fattr.functional(model)`), "
-            f"got {type(params).__name__}. Attribution functions take (params, x, target).")
+            f"{method}: params must be a dict of tensors (from `f, params = "
+            f"fattr.functional(model)`), got {type(params).__name__}. Attribution functions take "
+            "(params, x, target).")
     names = {n for n, _ in module.named_parameters(remove_duplicate=False)}
     names.update(n for n, _ in module.named_buffers(remove_duplicate=False))
     unknown = sorted(k for k in params if k not in names)
@@ -65,7 +66,7 @@ def check_param_names(module: nn.Module, params: Params) -> None:
         hints = "; ".join(f"{k!r}" + (f" (did you mean {c[0]!r}?)" if c else "")
                           for k, c in close.items())
         raise FattrError(
-            f"params has {len(unknown)} key(s) that name no parameter or buffer of "
+            f"{method}: params has {len(unknown)} key(s) that name no parameter or buffer of "
             f"{type(module).__name__}: {hints}. A misspelled key would be ignored and the "
             "module's own tensor used; keys are the names of model.named_parameters() and "
             "model.named_buffers().")
@@ -99,6 +100,10 @@ def trainable(f: ModelFn, params: Params) -> dict[str, Tensor]:
 
     >>> grads = torch.func.grad(lambda w: loss({**params, **w}))(fattr.trainable(f, params))
     """
+    if isinstance(params, nn.Module) or not isinstance(params, Mapping):
+        raise FattrTypeError(
+            f"trainable: params must be the dict from `f, params = fattr.functional(model)`, "
+            f"got {type(params).__name__}; call fattr.trainable(f, params).")
     module = getattr(f, "module", None)
     if isinstance(module, nn.Module):
         names = {name for name, _ in module.named_parameters()}

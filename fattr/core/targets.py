@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from fattr.core.checks import concrete
-from fattr.errors import FattrError
+from fattr.errors import FattrError, FattrTypeError
 
 TargetSpec = Union[int, tuple, Sequence[int], Tensor, Callable[[Tensor], Tensor], None]
 
@@ -57,8 +57,8 @@ class Target:
         if isinstance(spec, Sequence) and not isinstance(spec, str):
             spec = torch.as_tensor(list(spec), device=device)
         if not isinstance(spec, Tensor):
-            raise FattrError(f"{method}: target must be an int, tuple, index tensor, list, "
-                             f"callable or None; got {type(spec).__name__}.")
+            raise FattrTypeError(f"{method}: target must be an int, tuple, index tensor, list, "
+                                 f"callable or None; got {type(spec).__name__}.")
         if spec.is_floating_point() or spec.is_complex() or spec.dtype == torch.bool:
             raise FattrError(f"{method}: a target tensor must hold integer indices, got dtype "
                              f"{spec.dtype}.")
@@ -95,8 +95,8 @@ class Target:
         else:
             chosen, what = spec(out), "the callable"
             if not isinstance(chosen, Tensor):
-                raise FattrError(f"{self.method}: a callable target must return a tensor, got "
-                                 f"{type(chosen).__name__}.")
+                raise FattrTypeError(f"{self.method}: a callable target must return a tensor, "
+                                     f"got {type(chosen).__name__}.")
         if chosen.shape != out.shape[:1]:
             raise FattrError(
                 f"{self.method}: target {what} selects shape {self._shape(chosen)} from the "

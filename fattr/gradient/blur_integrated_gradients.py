@@ -32,12 +32,15 @@ def blur_integrated_gradients(f: ModelFn, steps: int = 100, max_sigma: float = 5
     the kernel truncated at 4 sigma (scipy's `gaussian_filter(mode="constant")`, as PAIR).
 
     Args:
-        f: model function. steps: path steps (PAIR default 100). max_sigma: the strongest blur
-        (default 50). grad_step: finite-difference step in sigma (default 0.01).
-        batch_size: the most path points per forward call. sqrt: space the sigmas as
-        sqrt(i * max_sigma / steps) (PAIR's option).
+        f: model function.
+        steps: path steps (PAIR default 100).
+        max_sigma: the strongest blur (default 50).
+        grad_step: finite-difference step in sigma (default 0.01).
+        batch_size: the most path points per forward call.
+        sqrt: space the sigmas as sqrt(i * max_sigma / steps) (PAIR's option).
 
-    Returns `attr(params, x, target=None)` shaped like x (B, C, H, W).
+    Returns `attr(params, x, target=None)` shaped like x (B, C, H, W); for a tuple of images,
+    a tuple (each input is blurred on its own).
 
     Xu, Venugopalan, Sundararajan, "Attribution in Scale and Space" (2020),
     https://arxiv.org/abs/2004.03383

@@ -28,7 +28,7 @@ def completeness_gap(f: ModelFn, params: Params, x: Tensor | tuple[Tensor, ...],
     and `baseline` are tuples too and the sum runs over every input.
     """
     model = as_model(f, output, "completeness_gap")
-    call = prepare(model, x, target, model_args, model_kwargs)
+    call = prepare(model, x, target, model_args, model_kwargs, params=params)
     given = per_input(attribution, len(call.inputs), "attribution", "completeness_gap",
                       atom=lambda a: call.single)
     if model.per_example:
@@ -43,6 +43,6 @@ def completeness_gap(f: ModelFn, params: Params, x: Tensor | tuple[Tensor, ...],
     both = tuple(torch.cat([t, s]) for t, s in zip(call.inputs, starts))
     rows = torch.arange(call.batch, device=call.first.device).repeat(2)
     scores = call.score(model, params, both, rows)
-    total = sum(a.flatten(1).sum(1) for a in given)
+    total = sum(a.reshape(a.shape[0], -1).sum(1) for a in given)  # also for (B,) inputs
     gap = total - (scores[: call.batch] - scores[call.batch:])
     return finish(model, gap)

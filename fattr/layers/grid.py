@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from einops import rearrange
 from torch import Tensor
 
 from fattr.errors import FattrError
@@ -47,18 +48,18 @@ def tokens_to_grid(prefix_tokens: int = 1, layout: str = "bnc",
         patches = tokens[:, prefix_tokens:]
         n = patches.shape[1]
         h, w = grid if grid is not None else (math.isqrt(n), math.isqrt(n))
-        if h * w != n:
+        if n == 0 or h * w != n:
             raise FattrError(
                 f"tokens_to_grid: {n} tokens after dropping {prefix_tokens} prefix token(s) do "
                 f"not fill a {h}x{w} grid. Pass grid=(h, w) for non-square inputs, or the right "
                 "prefix_tokens.")
-        return patches.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
+        return rearrange(patches, "b (h w) c -> b c h w", h=h, w=w)
 
     def bhwc(tokens: Tensor) -> Tensor:
         if tokens.ndim != 4:
             raise FattrError(f"tokens_to_grid(layout='bhwc'): expected a (B, H, W, C) layer "
                              f"output, got shape {tuple(tokens.shape)}.")
-        return tokens.permute(0, 3, 1, 2)
+        return rearrange(tokens, "b h w c -> b c h w")
 
     reshape = bnc if layout == "bnc" else bhwc
     reshape.__qualname__ = f"tokens_to_grid(prefix_tokens={prefix_tokens}, layout={layout!r})"

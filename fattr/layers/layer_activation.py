@@ -26,13 +26,15 @@ def layer_activation(f: ModelFn, layer: LayerSpec, *, attribute_to_input: bool =
         output: picks a tensor from the model's output (unused here; accepted for uniformity).
 
     Returns `attr(params, x, target=None) -> Tensor` shaped like the layer output (B, ...); the
-    target is not used. The model runs only up to the layer. `x` may hold integers (token ids).
+    target is not used (a target other than None is checked against the model's output by one
+    extra forward pass). The model runs only up to the layer. `x` may hold integers (token ids).
 
     >>> acts = fattr.layer_activation(f, "layer3")(params, x)
     """
     model, tap = layer_tap(f, layer, output, "layer_activation", attribute_to_input)
 
     def compute(params: Params, call: Call) -> Any:
+        call.check_target(model, params)
         return tap.pack(tap.read(params, call, call.inputs))
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),

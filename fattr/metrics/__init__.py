@@ -6,7 +6,10 @@ Localisation: `pointing_game`, `relevance_mass`. Complexity: `sparseness`, `comp
 Retraining: `roar`, `kar`. Ground truth: `trigger_benchmark`.
 
 Every metric is batched (one value per example, a Tensor), evaluates the model in chunks of
-`batch_size` inputs, and validates its inputs with `fattr.FattrError`.
+`batch_size` inputs, and validates its inputs with `fattr.FattrError`. Model-based metrics
+share the attribution methods' boundary (`fattr.core.call`): `x` may be a tuple of tensors
+(attributions are then tuples too) and `model_args=` / `model_kwargs=` are extra forward
+arguments whose per-example tensors follow their example through every chunk.
 """
 
 from fattr.metrics.completeness import completeness

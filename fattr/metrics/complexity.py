@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from fattr.metrics.base import check_maps, safe_divide
+from fattr.metrics.base import flat_maps, safe_divide
 
 
 def sparseness(attribution: Tensor) -> Tensor:
@@ -15,7 +15,8 @@ def sparseness(attribution: Tensor) -> Tensor:
         G(a) = sum_i (2i - n - 1) |a|_(i) / (n sum_i |a|_(i)),  |a|_(1) <= ... <= |a|_(n)
 
     Args:
-        attribution: (B, ...) maps; the index is taken over all elements after the batch axis.
+        attribution: (B, ...) maps; the index is taken over all elements after the batch axis
+            (for a tuple of maps, one per input, over the elements of all of them).
 
     Returns a Tensor (B,) in [0, (n-1)/n] (higher is sparser; 0 for an all-zero map). Quantus
     adds 1e-7 to every element before the same formula, so its values are slightly lower.
@@ -23,7 +24,7 @@ def sparseness(attribution: Tensor) -> Tensor:
     Chalasani, Chen, Chowdhury, Wu, Jha, "Concise Explanations of Neural Networks using
     Adversarial Training" (2020), https://arxiv.org/abs/1810.06583
     """
-    values = check_maps(attribution, "sparseness").flatten(1).abs().sort(dim=1).values
+    values = flat_maps(attribution, "sparseness").abs().sort(dim=1).values
     n = values.shape[1]
     weights = 2 * torch.arange(1, n + 1, dtype=values.dtype, device=values.device) - n - 1
     return safe_divide((weights * values).sum(1), n * values.sum(1))
@@ -36,13 +37,14 @@ def complexity(attribution: Tensor) -> Tensor:
         C(a) = -sum_i p_i log p_i,   p_i = |a_i| / sum_j |a_j|
 
     Args:
-        attribution: (B, ...) maps; entropy over all elements after the batch axis.
+        attribution: (B, ...) maps; entropy over all elements after the batch axis (for a
+            tuple of maps, one per input, over the elements of all of them).
 
     Returns a Tensor (B,) in [0, log n] (lower is simpler; 0 for an all-zero map), in nats.
 
     Bhatt, Weller, Moura, "Evaluating and Aggregating Feature-based Model Explanations"
     (2020), https://arxiv.org/abs/2005.00631
     """
-    values = check_maps(attribution, "complexity").flatten(1).abs()
+    values = flat_maps(attribution, "complexity").abs()
     share = safe_divide(values, values.sum(1, keepdim=True))
     return torch.special.entr(share).sum(1)

@@ -2,32 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from fattr.core.checks import check_count
+from fattr.core.call import finish, prepare
+from fattr.core.checks import check_count, check_generator, check_non_negative
 from fattr.core.chunking import check_batch_size
-from fattr.core.model import ModelFn, Params, as_model
+from fattr.core.inputs import Inputs
+from fattr.core.model import ModelFn, Params
 from fattr.core.noise import relative_noise
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
 from fattr.metrics.base import (
-    check_finite,
-    check_like,
-    prepare,
+    attributions_for,
+    model_of,
+    perturbations_for,
+    row_scores,
     safe_divide,
-    stacked_scores,
 )
 
 
-def infidelity(f: ModelFn, params: Params, x: Tensor, attribution: Tensor,
-               target: TargetSpec = None, perturbations: Tensor | None = None,
+def infidelity(f: ModelFn, params: Params, x: Tensor | Inputs, attribution: Tensor | Inputs,
+               target: TargetSpec = None, perturbations: Tensor | Inputs | None = None,
                samples: int = 10, generator: torch.Generator | None = None, *,
                stdev: float = 0.1, normalize: bool = False, batch_size: int | None = None,
-               output: Callable[[Any], Tensor] | None = None) -> Tensor:
+               output: Callable[[Any], Tensor] | None = None, model_args: Any = (),
+               model_kwargs: Mapping[str, Any] | None = None) -> Tensor:
     """Expected squared error between `I . attribution` and the output drop `f(x) - f(x - I)`.
 
         INFD(a, x) = E_I [ (sum(I * a) - (f(x)_t - f(x - I)_t))^2 ]
@@ -37,11 +40,14 @@ def infidelity(f: ModelFn, params: Params, x: Tensor, attribution: Tensor,
     which makes the score invariant to the attribution's scale (Yeh et al.'s own code).
 
     Args:
-        f, params, x: the model function, its parameters and the inputs (B, ...).
-        attribution: shaped like x.
+        f, params, x: the model function, its parameters and the inputs (B, ...), or a tuple
+            of inputs (one per model input).
+        attribution: shaped like x (a tuple for a tuple x); I . a sums over every input.
         target: as for every method (int, per-example indices, callable...).
-        perturbations: I of shape (S, B, ...), used as given (x~ = x - I). If None, S = `samples`
-            draws I ~ N(0, (stdev * (max(x_b) - min(x_b)))^2) per example from `generator`.
+        perturbations: I of shape (S, B, ...) (a tuple, one per input, for a tuple x), used
+            as given (x~ = x - I). If None, S = `samples` draws I ~ N(0, (stdev * (max(x_b) -
+            min(x_b)))^2) per example (and per input, with that input's range) from
+            `generator`.
         samples: perturbations per example when they are drawn (default 10, as captum).
         stdev: noise level of the drawn perturbations, relative to each example's value range
             (default 0.1; fattr's choice, captum has no default perturbation).
@@ -49,6 +55,9 @@ def infidelity(f: ModelFn, params: Params, x: Tensor, attribution: Tensor,
             as in captum).
         batch_size: the most model inputs per forward call; the result does not depend on it.
         output: picks a tensor from the model's output.
+        model_args, model_kwargs: extra forward arguments, `model(*x, *model_args,
+            **model_kwargs)` (captum's `additional_forward_args`); per-example tensors (first
+            axis B) follow their example through every perturbation.
 
     Returns a Tensor (B,) (lower is better); one value for a per-example model. Differentiable
     in params, x and attribution.
@@ -65,41 +74,30 @@ def infidelity(f: ModelFn, params: Params, x: Tensor, attribution: Tensor,
     Explanations" (2019), https://arxiv.org/abs/1901.09392
     """
     method = "infidelity"
-    model = as_model(f, output, method)
+    model = model_of(f, output, method)
     check_batch_size(batch_size, method)
-    batch = prepare(model, x, target)
-    attribution = batch.batched(check_like(attribution, x, method, batched=not batch.single))
-    x = batch.x
-    if batch.size == 0:
-        return x.new_zeros(0)
+    check_generator(generator, method)
+    if not isinstance(normalize, bool):
+        raise FattrError(f"{method}: normalize must be True or False, got {normalize!r}.")
+    call = prepare(model, x, target, model_args, model_kwargs)
+    attributions = attributions_for(attribution, call, model, method)
+    if call.batch == 0:
+        return call.first.new_zeros(0)
     if perturbations is None:
         check_count(samples, "samples", method)
-        if not stdev >= 0:
-            raise FattrError(f"{method}: stdev must be >= 0 (relative to each example's value "
-                             f"range), got {stdev!r}.")
-        perturbations = relative_noise(x, samples, stdev, generator)
+        check_non_negative(stdev, "stdev", method)
+        moves = tuple(relative_noise(t, samples, stdev, generator) for t in call.inputs)
     else:
-        perturbations = _check_perturbations(perturbations, x, batch.single, method)
-    points = torch.cat([x.unsqueeze(0), x - perturbations])
-    scores = stacked_scores(model, params, points, batch.target, batch_size)
+        moves = perturbations_for(perturbations, call.inputs, call.single, method,
+                                  add_batch=model.per_example)
+    # sample 0 is x itself (a zero perturbation), so f(x) comes out of the same chunks
+    shifts = tuple(torch.cat([torch.zeros_like(m[:1]), m]) for m in moves)
+    scores = row_scores(model, params, call, len(shifts[0]),
+                        lambda s, b: tuple(t[b] - m[s, b] for t, m in zip(call.inputs, shifts)),
+                        batch_size)
     drop = scores[:1] - scores[1:]  # (S, B)
-    dot = (perturbations * attribution).flatten(2).sum(2)
+    dot = sum((m * a).flatten(2).sum(2) for m, a in zip(moves, attributions))
     if normalize:
         beta = safe_divide((dot * drop).sum(0), dot.square().sum(0))
         dot = beta * dot
-    return batch.result((dot - drop).square().mean(0))
-
-
-def _check_perturbations(perturbations: object, x: Tensor, single: bool, method: str) -> Tensor:
-    """Perturbations (S, B, ...) (or (S, ...) for one example), as floats on x's device."""
-    if isinstance(perturbations, Tensor) and single:
-        perturbations = perturbations.unsqueeze(1)
-    if not isinstance(perturbations, Tensor) or perturbations.ndim != x.ndim + 1 or \
-            perturbations.shape[1:] != x.shape or perturbations.shape[0] == 0:
-        got = (tuple(perturbations.shape) if isinstance(perturbations, Tensor)
-               else type(perturbations).__name__)
-        shape = x.shape[1:] if single else x.shape
-        raise FattrError(f"{method}: perturbations must have shape (S, *{tuple(shape)}), S >= 1 "
-                         f"perturbations of x, got {got}.")
-    return check_finite(perturbations.to(dtype=x.dtype, device=x.device), method,
-                        "perturbations")
+    return finish(model, (dot - drop).square().mean(0))

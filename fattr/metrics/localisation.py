@@ -7,14 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fattr.core.checks import check_count
-from fattr.errors import FattrError
+from fattr.errors import FattrError, FattrTypeError
 from fattr.metrics.base import check_finite, check_maps, safe_divide
 
 
 def check_mask(mask: object, attribution: Tensor, method: str) -> Tensor:
     """A mask (bool, or weights in [0, 1]) that broadcasts to the attribution (B, ...)."""
     if not isinstance(mask, Tensor):
-        raise FattrError(f"{method}: mask must be a tensor (bool, or weights in [0, 1]) shaped "
+        raise FattrTypeError(f"{method}: mask must be a tensor (bool, or weights in [0, 1]) shaped "
                          f"like the attribution {tuple(attribution.shape)}, got "
                          f"{type(mask).__name__}.")
     try:
@@ -42,14 +42,17 @@ def pointing_game(attribution: Tensor, mask: Tensor, tolerance: int = 0) -> Tens
 
     Args:
         attribution: (B, ...) maps, e.g. (B, 1, H, W) CAMs or (B, C, H, W) attributions. The
-            maximum is over all elements after the batch axis (the first one on ties).
+            maximum is over all elements after the batch axis (the first one on ties). One
+            tensor: for a model with several inputs, pass the map of the input the mask
+            belongs to.
         mask: the ground-truth region, bool or weights in [0, 1], broadcastable to the
             attribution with the same number of axes.
         tolerance: grow the mask by this many pixels over the last two axes (a square max-pool;
             Zhang et al. use 15 pixels at 224 x 224); default 0, the mask as given.
 
     Returns a Tensor (B,) of 0. and 1. in the attribution's dtype; the mean is the pointing
-    accuracy.
+    accuracy. A blank map (all elements equal, e.g. all zero) points nowhere and scores 0,
+    wherever the mask is (its argmax would be the first element).
 
     >>> fattr.metrics.pointing_game(fattr.gradcam(f, "layer4")(params, x, labels), boxes)
 
@@ -67,8 +70,10 @@ def pointing_game(attribution: Tensor, mask: Tensor, tolerance: int = 0) -> Tens
         flat = mask.reshape(-1, 1, *mask.shape[-2:])
         grown = F.max_pool2d(flat, 2 * tolerance + 1, stride=1, padding=tolerance)
         mask = grown.reshape(mask.shape)
-    peak = attribution.flatten(1).argmax(1, keepdim=True)
-    return (mask.flatten(1).gather(1, peak).squeeze(1) > 0).to(attribution.dtype)
+    flat = attribution.detach().flatten(1)
+    peak = flat.argmax(1, keepdim=True)
+    hit = (mask.flatten(1).gather(1, peak).squeeze(1) > 0) & (flat.amax(1) > flat.amin(1))
+    return hit.to(attribution.dtype)
 
 
 def relevance_mass(attribution: Tensor, mask: Tensor, sign: str = "absolute") -> Tensor:
@@ -77,7 +82,8 @@ def relevance_mass(attribution: Tensor, mask: Tensor, sign: str = "absolute") ->
         RMA(a, m) = sum(r * m) / sum(r),   r = |a| ("absolute") or max(a, 0) ("positive")
 
     Args:
-        attribution: (B, ...) maps.
+        attribution: (B, ...) maps (one tensor: for a model with several inputs, pass the map
+            of the input the mask belongs to).
         mask: the ground-truth region, bool or weights in [0, 1], broadcastable to the
             attribution with the same number of axes.
         sign: "absolute" (default; magnitudes, the planted-trigger score) or "positive" (only
@@ -91,10 +97,10 @@ def relevance_mass(attribution: Tensor, mask: Tensor, sign: str = "absolute") ->
     method = "relevance_mass"
     attribution = check_maps(attribution, method)
     mask = check_mask(mask, attribution, method)
+    if not isinstance(sign, str) or sign not in ("absolute", "positive"):
+        raise FattrError(f"{method}: sign must be 'absolute' or 'positive', got {sign!r}.")
     if sign == "absolute":
         mass = attribution.abs()
-    elif sign == "positive":
-        mass = attribution.clamp(min=0)
     else:
-        raise FattrError(f"{method}: sign must be 'absolute' or 'positive', got {sign!r}.")
+        mass = attribution.clamp(min=0)
     return safe_divide((mass * mask).flatten(1).sum(1), mass.flatten(1).sum(1))

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
 
 import torch
 from torch import Tensor, nn
 
-from fattr.core.checks import check_input
-from fattr.core.model import ModelFn, Params, as_model
+from fattr.core.call import Call, prepare
+from fattr.core.checks import check_generator
+from fattr.core.inputs import Inputs, flatten_inputs
+from fattr.core.model import Model, ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError, FattrTypeError
 from fattr.layers.taps import LayerSpec, layer_name
-from fattr.metrics.base import safe_divide
+from fattr.metrics.base import as_result, check_method, forwarded, model_of, safe_divide
 
 Similarity = Union[str, Callable[[Tensor, Tensor], Tensor]]
 
@@ -54,8 +56,9 @@ SIMILARITIES: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 }
 
 
-def execution_order(module: nn.Module, f: ModelFn, params: Params, x: Tensor) -> list[str]:
-    """Names of the submodules that own parameters, in the order they last run in f(params, x).
+def execution_order(module: nn.Module, model: Model, params: Params, call: Call) -> list[str]:
+    """Names of the submodules that own parameters, in the order they last run in the model on
+    the call's inputs (with its extra forward arguments).
 
     Uses a global forward hook for the duration of one call (nothing is put on `module`)."""
     names = {id(m): name for name, m in module.named_modules()}
@@ -71,7 +74,7 @@ def execution_order(module: nn.Module, f: ModelFn, params: Params, x: Tensor) ->
     handle = nn.modules.module.register_module_forward_hook(record)
     try:
         with torch.no_grad():
-            f(params, x)
+            call.run(model, params, call.inputs)
     finally:
         handle.remove()
     return seen
@@ -97,11 +100,13 @@ def reinitialized(params: Params, module: nn.Module, layer: str,
     return fresh
 
 
-def model_randomization(f: ModelFn, params: Params, x: Tensor, target: TargetSpec,
-                        method: Callable[[ModelFn], Callable[..., Tensor]],
+def model_randomization(f: ModelFn, params: Params, x: Tensor | Inputs, target: TargetSpec,
+                        method: Callable[[ModelFn], Callable[..., Any]],
                         generator: torch.Generator | None = None, *,
                         similarity: Similarity = "spearman",
-                        layers: Sequence[LayerSpec] | None = None, **per_call: Any) -> Tensor:
+                        layers: Sequence[LayerSpec] | None = None, model_args: Any = (),
+                        model_kwargs: Mapping[str, Any] | None = None,
+                        **per_call: Any) -> Tensor:
     """Similarity of the attribution to the original after cascading re-initialization of the
     layers, top layer first.
 
@@ -114,8 +119,10 @@ def model_randomization(f: ModelFn, params: Params, x: Tensor, target: TargetSpe
     tensors, the others are shared) passed to the same attribution function.
 
     Args:
-        f: a model function from `fattr.functional(model)` (the layers come from `f.module`).
-        params, x, target: as for the attribution.
+        f: a model function from `fattr.functional(model)` (the layers come from `f.module`),
+            in eval mode: a training-mode model is refused before any forward pass.
+        params, x, target: as for the attribution; x is a tensor or a tuple of tensors (the
+            maps of all inputs are then compared as one flattened map per example).
         method: maps a model function to an attribution function, e.g. `fattr.saliency` or
             `lambda f: fattr.integrated_gradients(f, steps=16)`; called once, with `f`.
         generator: source of the new weights. Each parameter of a randomized layer is drawn
@@ -128,6 +135,8 @@ def model_randomization(f: ModelFn, params: Params, x: Tensor, target: TargetSpe
         layers: the layers to randomize, top first (dotted names or submodules). Default: every
             submodule that owns parameters, in reverse order of its (last) execution in
             f(params, x).
+        model_args, model_kwargs: extra forward arguments, passed to the attribution function
+            (and to the forward pass that finds the layer order).
         **per_call: passed to the attribution function (`baseline=`, ...).
 
     Returns a Tensor (L, B) (L layers; (L,) for a per-example model): row l is the similarity
@@ -141,26 +150,35 @@ def model_randomization(f: ModelFn, params: Params, x: Tensor, target: TargetSpe
     https://arxiv.org/abs/1810.03292
     """
     name = "model_randomization"
-    model = as_model(f, None, name)
+    model = model_of(f, None, name)
     module = model.require_module()
-    check_input(x, name)
-    if not callable(method):
-        raise FattrTypeError(f"{name}: method must map a model function to an attribution "
-                             f"function (e.g. fattr.saliency), got {type(method).__name__}.")
+    check_method(method, name)
+    check_generator(generator, name)
     compare = SIMILARITIES.get(similarity) if isinstance(similarity, str) else similarity
     if not callable(compare):
-        raise FattrError(f"{name}: similarity must be one of {', '.join(SIMILARITIES)} or a "
-                         f"callable (a, b) -> Tensor(B,), got {similarity!r}.")
-    single = model.per_example
-    batched_x = x.unsqueeze(0) if single else x
+        error = FattrError if isinstance(similarity, str) else FattrTypeError
+        raise error(f"{name}: similarity must be one of {', '.join(SIMILARITIES)} or a "
+                    f"callable (a, b) -> Tensor(B,), got {similarity!r}.")
+    # checks x, the extra arguments and the eval mode before any forward pass
+    call = prepare(model, x, target, model_args, model_kwargs, gradient=False)
     if layers is None:
-        order = execution_order(module, model.fn, params, batched_x)[::-1]
+        order = execution_order(module, model, params, call)[::-1]
     else:
         order = [layer_name(module, layer, name) for layer in layers]
     if not order:
         raise FattrError(f"{name}: the model has no layers with parameters to randomize.")
     attr_fn = method(f)
-    original = attr_fn(params, x, target, **per_call)
+    per_call = {**per_call, **forwarded(model_args, model_kwargs)}
+
+    def maps(p: Params) -> Tensor:
+        """The attribution under params p, batched: as returned for one input, one flattened
+        (B, D) map over all inputs for a tuple x."""
+        values = as_result(attr_fn(p, x, target, **per_call), len(call.inputs), call.single,
+                           name)
+        values = tuple(v[None] for v in values) if model.per_example else values
+        return values[0] if call.single else flatten_inputs(values)
+
+    original = maps(params)
     stage = dict(params)
     rows = []
     for layer in order:  # one stage per layer: each builds on the previous one
@@ -169,8 +187,6 @@ def model_randomization(f: ModelFn, params: Params, x: Tensor, target: TargetSpe
             raise FattrError(f"{name}: layer {layer!r} has no parameters in params to "
                              "randomize; pass layers that own parameters (Conv, Linear, ...).")
         stage = {**stage, **fresh}
-        moved = attr_fn(stage, x, target, **per_call)
-        pair = (original, moved) if not single else (original[None], moved[None])
-        rows.append(compare(*pair))
+        rows.append(compare(original, maps(stage)))
     result = torch.stack(rows)
-    return result[:, 0] if single else result
+    return result[:, 0] if model.per_example else result

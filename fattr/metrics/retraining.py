@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from fattr.core.checks import check_generator
 from fattr.core.chunking import check_batch_size, chunked
 from fattr.errors import FattrError, FattrTypeError
 from fattr.metrics.base import check_like, ranks
@@ -37,8 +38,8 @@ def _check(method: str, train: object, data: object, attributions: object,
                              f"(any callable x -> logits), got {type(train).__name__}.")
     if not (isinstance(data, (tuple, list)) and len(data) == 4
             and all(isinstance(t, Tensor) for t in data)):
-        raise FattrError(f"{method}: data must be (x_train, y_train, x_test, y_test) tensors, "
-                         "as fattr.run.digits.load_digits() returns.")
+        raise FattrTypeError(f"{method}: data must be (x_train, y_train, x_test, y_test) "
+                             "tensors, as fattr.data.digits.load_digits() returns.")
     x_train, y_train, x_test, y_test = data
     if x_train.ndim < 2 or x_train.shape[1:] != x_test.shape[1:] or \
             len(y_train) != len(x_train) or len(y_test) != len(x_test):
@@ -47,11 +48,13 @@ def _check(method: str, train: object, data: object, attributions: object,
                          f"y_train {tuple(y_train.shape)}, x_test {tuple(x_test.shape)}, "
                          f"y_test {tuple(y_test.shape)}.")
     if not (isinstance(attributions, (tuple, list)) and len(attributions) == 2):
-        raise FattrError(f"{method}: attributions must be a pair (a_train, a_test) shaped like "
+        raise FattrTypeError(f"{method}: attributions must be a pair (a_train, a_test) shaped like "
                          "x_train and x_test: the ranking of every input, computed with the "
                          "model trained on the unmodified data.")
-    a_train = check_like(attributions[0], x_train, method, "a_train", broadcast=True)
-    a_test = check_like(attributions[1], x_test, method, "a_test", broadcast=True)
+    a_train = check_like(attributions[0], x_train, method, "a_train", broadcast=True,
+                         input_name="x_train")
+    a_test = check_like(attributions[1], x_test, method, "a_test", broadcast=True,
+                        input_name="x_test")
     values = torch.as_tensor(fractions, dtype=torch.float64)
     if values.ndim != 1 or values.numel() == 0 or bool(((values < 0) | (values > 1)).any()):
         raise FattrError(f"{method}: fractions must be a non-empty sequence of numbers in "
@@ -79,6 +82,7 @@ def _retraining(method: str, top: bool, train: Train, data: Data,
                 attributions: tuple[Tensor, Tensor], fractions: Sequence[float],
                 generator: torch.Generator | None, batch_size: int | None) -> RetrainingCurve:
     check_batch_size(batch_size, method)
+    check_generator(generator, method)
     (x_train, y_train, x_test, y_test), (a_train, a_test), values = _check(
         method, train, data, attributions, fractions)
     axes = [0, *range(2, x_train.ndim)]
@@ -102,7 +106,7 @@ _ARGS = """
             scratch and returns it (any callable x -> logits (N, classes), e.g. an nn.Module
             in eval mode). Called 2 * len(fractions) times.
         data: (x_train, y_train, x_test, y_test), inputs (N, C, ...) and integer labels (as
-            `fattr.run.digits.load_digits()` returns).
+            `fattr.data.digits.load_digits()` returns).
         attributions: (a_train, a_test) shaped like x_train and x_test (or (N, 1, ...) maps
             that remove all channels of a position): the ranking of every input, computed
             with the model trained on the unmodified data. Ranked by value, largest first

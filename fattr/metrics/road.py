@@ -3,16 +3,19 @@ neighbours (noisy linear imputation), and integrate the target score."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fattr.core.checks import check_count
+from fattr.core.call import Call
+from fattr.core.checks import check_count, check_generator, check_non_negative
+from fattr.core.inputs import Inputs
 from fattr.core.model import ModelFn, Params
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError
-from fattr.metrics.base import Batch
-from fattr.metrics.curves import Fill, Output, curve_metric
+from fattr.metrics.curves import Fill, ForwardKwargs, Output, curve_metric
 
 
 def neighbours(v: Tensor) -> Tensor:
@@ -77,7 +80,8 @@ def _ratio(num: Tensor, den: Tensor) -> Tensor:
 def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: TargetSpec = None,
          steps: int = 10, order: str = "morf", *, noise: float = 0.01,
          iterations: int | None = None, generator: torch.Generator | None = None,
-         batch_size: int | None = None, output: Output = None) -> Tensor:
+         batch_size: int | None = None, output: Output = None, model_args: Any = (),
+         model_kwargs: ForwardKwargs = None) -> Tensor:
     """Area under the ROAD curve: features removed in order of relevance and imputed from their
     neighbours, which avoids the out-of-distribution artefact of a constant fill.
 
@@ -105,6 +109,10 @@ def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: Tar
         batch_size: the most model inputs per forward call.
         output: picks a tensor from the model's output (`lambda o: o.softmax(-1)` for
             probabilities).
+        model_args, model_kwargs: extra forward arguments (not imputed), `model(x,
+            *model_args, **model_kwargs)`; per-example tensors (first axis B) follow their
+            example. ROAD imputes one image, so x cannot be a tuple of inputs: pass the other
+            inputs as model_args.
 
     Returns a Tensor (B,) (one value for a per-example model), differentiable in params, and in
     x through the kept pixels (imputed values are constants for autograd).
@@ -116,26 +124,31 @@ def road(f: ModelFn, params: Params, x: Tensor, attribution: Tensor, target: Tar
     if order not in ("morf", "lerf"):
         raise FattrError(f"{method}: order must be 'morf' (most relevant first) or 'lerf' "
                          f"(least relevant first), got {order!r}.")
-    if not noise >= 0:
-        raise FattrError(f"{method}: noise must be >= 0, got {noise!r}.")
+    check_non_negative(noise, "noise", method)
     if iterations is not None:
         check_count(iterations, "iterations", method, minimum=0)
+    check_generator(generator, method)
+    if isinstance(x, (tuple, list)):
+        raise FattrError(f"{method}: x is a tuple of {len(x)} inputs, but ROAD imputes the pixels "
+                         "of ONE image from their spatial neighbours; pass the image as x and the "
+                         "other model inputs as model_args=(...).")
 
-    def fill(batch: Batch) -> Fill:
-        x = batch.x
-        if x.ndim != 4:
-            shape = tuple(x.shape[1:]) if batch.single else tuple(x.shape)
+    def fill(call: Call) -> Fill:
+        images = call.first
+        if images.ndim != 4:
             raise FattrError(f"{method}: x must be images (B, C, H, W) (one (C, H, W) image "
-                             f"for a per-example model), got shape {shape}; ROAD imputes "
-                             "pixels from their spatial neighbours.")
-        count = x.shape[2] + x.shape[3] if iterations is None else iterations
-        jitter = noise * torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+                             f"for a per-example model), got shape {tuple(x.shape)}; ROAD "
+                             "imputes pixels from their spatial neighbours.")
+        count = images.shape[2] + images.shape[3] if iterations is None else iterations
+        jitter = noise * torch.randn(images.shape, generator=generator, dtype=images.dtype,
+                                     device=images.device)
 
-        def impute(rows: Tensor, removed: Tensor, example: Tensor) -> Tensor:
-            filled = linear_imputation(rows, removed, count)
-            return torch.where(removed, filled + jitter[example], rows)
+        def impute(rows: Inputs, removed: Inputs, example: Tensor) -> Inputs:
+            filled = linear_imputation(rows[0], removed[0], count)
+            return (torch.where(removed[0], filled + jitter[example], rows[0]),)
 
         return impute
 
     return curve_metric(method, f, params, x, attribution, target, steps, batch_size, output,
-                        fill, descending=order == "morf")
+                        fill, order == "morf", model_args, model_kwargs)
+

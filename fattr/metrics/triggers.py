@@ -9,9 +9,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from fattr.core.checks import check_count
+from fattr.core.checks import check_count, check_generator
 from fattr.core.model import functional
 from fattr.errors import FattrError, FattrTypeError
+from fattr.metrics.base import check_method
 from fattr.metrics.localisation import relevance_mass
 
 Method = Callable[[Any], Callable[..., Tensor]]
@@ -73,11 +74,12 @@ def trigger_benchmark(methods: Mapping[str, Method], data: tuple[Tensor, ...] | 
             (e.g. `fattr.saliency`, `lambda f: fattr.integrated_gradients(f, steps=32)`).
             Attributions (N, C, H, W) or (N, 1, H, W) (CAMs) both work.
         data: (x_train, y_train, x_test, y_test) images (N, C, H, W) with integer labels
-            0..K-1. Default: scikit-learn's digits (`fattr.run.digits.load_digits()`).
+            0..K-1. Default: scikit-learn's digits (`fattr.data.digits.load_digits()`).
         train: `train(x, y) -> nn.Module` trains a new model. Default: the small digits CNN
-            of `fattr.run.digits` (15 epochs), which needs (N, 1, 8, 8) inputs.
+            of `fattr.data.digits` (15 epochs), which needs (N, 1, 8, 8) inputs.
         size: side of each trigger in pixels (default 2).
-        fraction: triggered copies added to the training set, as a share of it (default 0.5).
+        fraction: triggered copies added to the training set, as a share of it, in (0, 1]
+            (default 0.5).
         sign: "absolute" (default) or "positive" relevance (see `relevance_mass`).
         generator: places the triggers and draws the poisoned examples and test triggers.
 
@@ -94,24 +96,14 @@ def trigger_benchmark(methods: Mapping[str, Method], data: tuple[Tensor, ...] | 
     https://arxiv.org/abs/2104.14403).
     """
     name = "trigger_benchmark"
-    if not isinstance(methods, Mapping) or not methods or \
-            not all(callable(m) for m in methods.values()):
-        raise FattrTypeError(f"{name}: methods must be a non-empty dict {{name: method}} of "
-                             "functions from a model function to an attribution function, "
-                             "e.g. {'saliency': fattr.saliency}.")
-    check_count(size, "size", name)
-    if not 0 < fraction:
-        raise FattrError(f"{name}: fraction must be > 0, got {fraction!r}.")
-    from fattr.run import digits
+    _check_arguments(methods, train, size, fraction, sign, generator)
+    from fattr.data import digits
 
     if data is None:
         data = digits.load_digits()
     if train is None:
         train = lambda x, y: digits.train(digits.digits_cnn(), x, y)
-    x_train, y_train, x_test, y_test = data
-    if x_train.ndim != 4 or x_test.shape[1:] != x_train.shape[1:]:
-        raise FattrError(f"{name}: data must hold images (N, C, H, W); got x_train "
-                         f"{tuple(x_train.shape)} and x_test {tuple(x_test.shape)}.")
+    x_train, y_train, x_test, y_test = _check_data(data)
     classes = int(max(y_train.max(), y_test.max())) + 1
     h, w = x_train.shape[2:]
     cells = (h // size) * (w // size)
@@ -144,3 +136,50 @@ def trigger_benchmark(methods: Mapping[str, Method], data: tuple[Tensor, ...] | 
     return TriggerResult(scores, torch.tensor(size * size / (h * w)),
                          flipped.double().sum() / (clean == y_test).double().sum().clamp(min=1),
                          (clean == y_test).double().mean(), model, x_flip, target, mask)
+
+
+def _check_arguments(methods: object, train: object, size: object, fraction: object,
+                     sign: object, generator: object) -> None:
+    """Everything but the data, checked before any training."""
+    name = "trigger_benchmark"
+    if not isinstance(methods, Mapping) or not methods:
+        raise FattrTypeError(f"{name}: methods must be a non-empty dict {{name: method}} of "
+                             "functions from a model function to an attribution function, "
+                             f"e.g. {{'saliency': fattr.saliency}}, got {type(methods).__name__}.")
+    for key, method in methods.items():
+        check_method(method, name, f"methods[{key!r}]")
+    if train is not None and not callable(train):
+        raise FattrTypeError(f"{name}: train must be a function (x, y) -> nn.Module that "
+                             "trains a new model, or None for the digits CNN; got "
+                             f"{type(train).__name__}.")
+    check_count(size, "size", name)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or \
+            not 0 < fraction <= 1:
+        raise FattrError(f"{name}: fraction must be a number in (0, 1] (the triggered copies "
+                         f"added, as a share of the training set), got {fraction!r}.")
+    if sign not in ("absolute", "positive"):
+        raise FattrError(f"{name}: sign must be 'absolute' or 'positive', got {sign!r}.")
+    check_generator(generator, name)
+
+
+def _check_data(data: object) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(x_train, y_train, x_test, y_test): images (N, C, H, W) and integer labels."""
+    name = "trigger_benchmark"
+    if not (isinstance(data, (tuple, list)) and len(data) == 4
+            and all(isinstance(t, Tensor) for t in data)):
+        raise FattrTypeError(f"{name}: data must be (x_train, y_train, x_test, y_test) tensors "
+                             "(images and integer labels), or None for scikit-learn's digits.")
+    x_train, y_train, x_test, y_test = data
+    if x_train.ndim != 4 or x_test.shape[1:] != x_train.shape[1:]:
+        raise FattrError(f"{name}: data must hold images (N, C, H, W); got x_train "
+                         f"{tuple(x_train.shape)} and x_test {tuple(x_test.shape)}.")
+    labels_ok = all(not (y.is_floating_point() or y.is_complex()) and y.ndim == 1
+                    and len(y) == len(x) and (y.numel() == 0 or int(y.min()) >= 0)
+                    for x, y in ((x_train, y_train), (x_test, y_test)))
+    if not labels_ok or len(x_train) == 0:
+        raise FattrError(f"{name}: data needs a non-empty training set and one integer class "
+                         f"0..K-1 per image; got y_train {tuple(y_train.shape)} "
+                         f"({y_train.dtype}) for x_train {tuple(x_train.shape)} and y_test "
+                         f"{tuple(y_test.shape)} ({y_test.dtype}) for x_test "
+                         f"{tuple(x_test.shape)}.")
+    return x_train, y_train, x_test, y_test

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from fattr.core.checks import check_broadcasts, concrete
 from fattr.core.inputs import Inputs, per_input, split_flat
-from fattr.errors import FattrError
+from fattr.errors import FattrError, FattrTypeError
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Features:
 def _mask_ids(feature_mask: object, x: Tensor, method: str, name: str) -> Tensor:
     """One input's mask, validated and broadcast to (1 or B, d) ids."""
     if not isinstance(feature_mask, Tensor):
-        raise FattrError(f"{method}: {name} must be an integer tensor of feature ids "
+        raise FattrTypeError(f"{method}: {name} must be an integer tensor of feature ids "
                          f"broadcastable to x, got {type(feature_mask).__name__}.")
     if feature_mask.is_floating_point() or feature_mask.is_complex() or \
             feature_mask.dtype == torch.bool:

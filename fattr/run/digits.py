@@ -1,58 +1,6 @@
-"""A real trained model in seconds: a small CNN on scikit-learn's bundled handwritten digits.
+"""Moved to `fattr.data.digits` (the metrics import it, and `fattr.run` is the runner); this
+name stays importable for code written against it."""
 
-Used by the demo, the tests and the retraining benchmarks; no download is needed.
-"""
+from fattr.data.digits import accuracy, digits_cnn, load_digits, train, trained_digits_cnn
 
-from __future__ import annotations
-
-import torch
-from torch import Tensor, nn
-
-
-def load_digits(seed: int = 0, test_fraction: float = 0.25,
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(x_train, y_train, x_test, y_test); x of shape (N, 1, 8, 8) scaled to [0, 1]."""
-    from sklearn.datasets import load_digits as sklearn_digits
-
-    data = sklearn_digits()
-    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(data.target)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    cut = int(len(x) * (1 - test_fraction))
-    train, test = order[:cut], order[cut:]
-    return x[train], y[train], x[test], y[test]
-
-
-def digits_cnn() -> nn.Module:
-    """Conv-ReLU-pool twice and a linear head: 8x8 digits to 10 logits."""
-    return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(32 * 2 * 2, 10))
-
-
-def train(model: nn.Module, x: Tensor, y: Tensor, epochs: int = 15, batch_size: int = 64,
-          lr: float = 3e-3, seed: int = 0) -> nn.Module:
-    """Adam on cross-entropy; returns the model in eval mode."""
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(x), generator=generator).split(batch_size):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
-            optimizer.step()
-    return model.eval()
-
-
-def accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    with torch.no_grad():
-        return (model(x).argmax(1) == y).float().mean().item()
-
-
-def trained_digits_cnn(seed: int = 0, epochs: int = 15) -> tuple[nn.Module, tuple[Tensor, ...]]:
-    """A digits CNN trained from `seed` (about 97% test accuracy) and its data split."""
-    torch.manual_seed(seed)
-    data = load_digits(seed)
-    model = train(digits_cnn(), data[0], data[1], epochs=epochs, seed=seed)
-    return model, data
+__all__ = ["accuracy", "digits_cnn", "load_digits", "train", "trained_digits_cnn"]

@@ -36,6 +36,24 @@ def as_image(image: Any, method: str) -> Tensor:
     return x.expand(3, -1, -1).permute(1, 2, 0)
 
 
+def _check_sizes(attribution: Any, map_size: tuple, image_size: tuple, method: str) -> None:
+    """A map of another size than the image is resized to it only when it is a coarser map of
+    the same picture (a CAM at layer size: one channel, same aspect ratio, smaller); a
+    per-channel map or a different aspect ratio means the map belongs to another image."""
+    if tuple(map_size) == tuple(image_size):
+        return
+    shape = tuple(getattr(attribution, "shape", ()))
+    channels = shape[-3] if len(shape) >= 3 else 1
+    same_aspect = abs(map_size[0] * image_size[1] - map_size[1] * image_size[0]) <= \
+        max(map_size[0], map_size[1])  # rounding of odd layer sizes
+    if channels > 1 or not same_aspect or map_size[0] > image_size[0]:
+        raise FattrError(
+            f"{method}: the attribution {shape} does not belong to the image of size "
+            f"{tuple(image_size)}: only a one-channel map at a coarser size with the same aspect "
+            "ratio (a CAM at layer size) is resized to the image. Pass the image the map was "
+            "computed for (or resize the map yourself).")
+
+
 def compose(attribution: Any, image: Any = None, mode: str = "heat", sign: str = "all",
             clip_percentile: float = 99.0, cmap: str | None = None,
             method: str = "image") -> tuple[Any, dict[str, Any]]:
@@ -55,6 +73,7 @@ def compose(attribution: Any, image: Any = None, mode: str = "heat", sign: str =
         raise FattrError(f"{method}: mode {mode!r} draws over the input image; pass image=, or "
                          "use mode='heat' for the map alone.")
     picture = as_image(image, method)
+    _check_sizes(attribution, values.shape, picture.shape[:2], method)
     if values.shape != picture.shape[:2]:  # e.g. a CAM at layer size
         values = F.interpolate(values[None, None], size=picture.shape[:2], mode="bilinear",
                                align_corners=False)[0, 0]

@@ -135,7 +135,7 @@ def test_smooth_gradcam_pp_matches_the_per_sample_definition(cnn):
     net, f, params, x, t = cnn
     noise = 0.3 * torch.randn((5, *x.shape), generator=seeded(), dtype=x.dtype)
     expected = smooth_reference(net, "4", x, t, noise)
-    got = fattr.smooth_gradcam_plus_plus(f, "4", n_samples=5, upsample=False, batch_size=4)(
+    got = fattr.smooth_gradcam_plus_plus(f, "4", samples=5, upsample=False, batch_size=4)(
         params, x, t, generator=seeded())
     assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
     plain = fattr.gradcam_plus_plus(f, "4", upsample=False)(params, x, t)
@@ -146,7 +146,7 @@ def test_smooth_gradcam_pp_without_noise_is_gradcam_plus_plus(cnn):
     _, f, params, x, t = cnn
     for layer in ("4", "5"):
         plain = fattr.gradcam_plus_plus(f, layer)(params, x, t)
-        smooth = fattr.smooth_gradcam_plus_plus(f, layer, n_samples=3, stdev=0.0)(params, x, t)
+        smooth = fattr.smooth_gradcam_plus_plus(f, layer, samples=3, stdev=0.0)(params, x, t)
         assert plain.abs().max() > 0
         assert torch.allclose(smooth, plain, rtol=1e-12, atol=1e-15)
 
@@ -183,7 +183,7 @@ def test_sscam_torchcam_parity(model):
     targets = [0, 3][:x.shape[0]]
     f, params = fattr.functional(net)
     peer = torchcam_sscam(net, layer, x, targets, samples, 2.0, seed=5)
-    raw = fattr.sscam(f, layer, n_samples=samples, upsample=False, batch_size=256)(
+    raw = fattr.sscam(f, layer, samples=samples, upsample=False, batch_size=256)(
         params, x, targets, generator=seeded(5))
     assert peer.amax() > 0.99
     assert (torchcam_normalize(raw[:, 0]) - peer).abs().max() < 1e-5
@@ -194,7 +194,7 @@ def test_sscam_torchcam_parity(model):
 def test_sscam_without_noise_is_scorecam(cnn):
     _, f, params, x, t = cnn
     plain = fattr.scorecam(f, "4", batch_size=7)(params, x, t)
-    smooth = fattr.sscam(f, "4", n_samples=4, stdev=0.0, batch_size=9)(params, x, t)
+    smooth = fattr.sscam(f, "4", samples=4, stdev=0.0, batch_size=9)(params, x, t)
     assert plain.abs().max() > 0
     assert torch.allclose(smooth, plain, rtol=1e-12, atol=1e-15)
 
@@ -202,7 +202,7 @@ def test_sscam_without_noise_is_scorecam(cnn):
 def test_sscam_definition(cnn):
     net, f, params, x, t = cnn
     samples, stdev = 2, 0.5
-    got = fattr.sscam(f, "4", n_samples=samples, stdev=stdev, relu=False, upsample=False,
+    got = fattr.sscam(f, "4", samples=samples, stdev=stdev, relu=False, upsample=False,
                       batch_size=5)(params, x, t, generator=seeded())
     with torch.no_grad():
         a = net[:5](x)                                            # (B, C, 6, 6)
@@ -224,9 +224,9 @@ def test_sscam_definition(cnn):
 # ---------------------------------------------------------------- composition
 
 METHODS = {
-    SMOOTH: lambda f, bs=None: fattr.smooth_gradcam_plus_plus(f, "4", n_samples=3,
+    SMOOTH: lambda f, bs=None: fattr.smooth_gradcam_plus_plus(f, "4", samples=3,
                                                               batch_size=bs),
-    "sscam": lambda f, bs=64: fattr.sscam(f, "4", n_samples=2, stdev=0.5, batch_size=bs),
+    "sscam": lambda f, bs=64: fattr.sscam(f, "4", samples=2, stdev=0.5, batch_size=bs),
 }
 
 
@@ -268,8 +268,8 @@ def test_grad_wrt_params_matches_finite_differences(name):
     f, params = fattr.functional(net)
     x = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=seeded(3))
     t = torch.tensor([0, 2])
-    attr = {SMOOTH: fattr.smooth_gradcam_plus_plus(f, "act2", n_samples=3, batch_size=4),
-            "sscam": fattr.sscam(f, "act2", n_samples=2, stdev=0.5, batch_size=7)}[name]
+    attr = {SMOOTH: fattr.smooth_gradcam_plus_plus(f, "act2", samples=3, batch_size=4),
+            "sscam": fattr.sscam(f, "act2", samples=2, stdev=0.5, batch_size=7)}[name]
     weights = torch.randn(2, 1, 8, 8, dtype=torch.float64, generator=seeded(4))
     trainable = fattr.trainable(f, params)
 
@@ -288,9 +288,9 @@ def test_bad_arguments(ctor, cnn):
     _, f, _, _, _ = cnn
     name = ctor.__name__
     for bad in (0, -2, 1.5, True):
-        with pytest.raises(fattr.FattrError, match=rf"{name}: n_samples must be an int >= 1, "
+        with pytest.raises(fattr.FattrError, match=rf"{name}: samples must be an int >= 1, "
                                                    rf"got {bad!r}"):
-            ctor(f, "4", n_samples=bad)
+            ctor(f, "4", samples=bad)
     for bad in (-0.1, float("nan"), "0.3"):
         with pytest.raises(fattr.FattrError, match=rf"{name}: stdev must be >= 0"):
             ctor(f, "4", stdev=bad)
@@ -332,5 +332,5 @@ def test_empty_batch_and_shapes(name, cnn):
     _, f, params, x, t = cnn
     assert METHODS[name](f)(params, x[:0], t[:0]).shape == (0, 1, 12, 12)
     ctor = {SMOOTH: fattr.smooth_gradcam_plus_plus, "sscam": fattr.sscam}[name]
-    small = ctor(f, "4", n_samples=2, upsample=False)(params, x, t, generator=seeded())
+    small = ctor(f, "4", samples=2, upsample=False)(params, x, t, generator=seeded())
     assert small.shape == (3, 1, 6, 6) and small.dtype == torch.float64

@@ -98,3 +98,11 @@ def test_chunked_segments_sum_rows_into_examples():
     index = torch.tensor([0, 1, 2, 0, 1, 2])
     total = chunked(lambda r, i: r * 1.0, rows, index, batch_size=4, segments=(index, 3))
     torch.testing.assert_close(total, rows[:3] + rows[3:])
+
+
+def test_all_lists_exactly_the_public_names():
+    import types
+
+    public = {n for n in dir(fattr) if not n.startswith("_")
+              and not isinstance(getattr(fattr, n), types.ModuleType)}
+    assert set(fattr.__all__) == public | {"lrp", "metrics"}

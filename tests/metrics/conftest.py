@@ -24,7 +24,7 @@ def one_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def digits_model():
     """(model, (x_train, y_train, x_test, y_test)): the digits CNN, about 95% test accuracy."""
-    from fattr.run.digits import trained_digits_cnn
+    from fattr.data.digits import trained_digits_cnn
 
     torch.manual_seed(0)
     with one_thread():

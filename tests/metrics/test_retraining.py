@@ -1,4 +1,4 @@
-"""ROAR and KAR on scikit-learn's digits with the small CNN of fattr.run.digits, and the
+"""ROAR and KAR on scikit-learn's digits with the small CNN of fattr.data.digits, and the
 planted-trigger benchmark."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import fattr
-from fattr.run.digits import digits_cnn, train
+from fattr.data.digits import digits_cnn, train
 from tests.metrics.conftest import one_thread
 
 
@@ -95,7 +95,7 @@ def test_trigger_benchmark_finds_the_trigger():
     (lambda d, a: fattr.metrics.roar(trainer, d[:3], a), "data must be \\(x_train, y_train"),
     (lambda d, a: fattr.metrics.roar(trainer, d, a[:1]), "attributions must be a pair"),
     (lambda d, a: fattr.metrics.kar(trainer, d, (a[0][:, :, :2], a[1])),
-     "a_train has shape \\(6, 1, 2, 3\\) but x has shape \\(6, 2, 3, 3\\)"),
+     "a_train has shape \\(6, 1, 2, 3\\) but x_train has shape \\(6, 2, 3, 3\\)"),
     (lambda d, a: fattr.metrics.kar(trainer, d, a, fractions=(0.5, 1.5)),
      "fractions must be a non-empty sequence of numbers in \\[0, 1\\]"),
     (lambda d, a: fattr.metrics.kar(trainer, d, a, fractions=()), "non-empty"),
