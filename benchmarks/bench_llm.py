@@ -93,7 +93,8 @@ def passes(model, fn) -> tuple[int, int]:
 
     def hook(module, args, kwargs, out):
         x = kwargs.get("inputs_embeds")
-        rows.append((x if x is not None else kwargs.get("input_ids", args[0])).shape[0])
+        x = kwargs.get("input_ids") if x is None else x
+        rows.append((args[0] if x is None else x).shape[0])
 
     handle = model.model.register_forward_hook(hook, with_kwargs=True)
     try:
