@@ -89,6 +89,35 @@ def encode_target(target: Any, tokenizer: Any, vocab: int, method: str) -> Tenso
     return as_ids(target, vocab, "target", method)
 
 
+def is_many(prompt: Any) -> bool:
+    """Whether `prompt` is a list of prompts (strings, tensors or lists of ids)."""
+    return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and \
+        all(isinstance(p, (str, Tensor, list, tuple)) for p in prompt)
+
+
+def per_prompt(value: Any, count: int, many: bool, what: str, method: str) -> list[Any]:
+    """One `value` per prompt: a list of `count` for a list of prompts, else shared."""
+    if not many:
+        return [value]
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        raise FattrError(f"{method}: with a list of {count} prompts, {what} must be None or a "
+                         f"list with one {what} per prompt.")
+    return list(value)
+
+
+def pad_id(model: Any, tokenizer: Any) -> int:
+    """The id put in padded positions (never attended to): the tokenizer's or the model's pad
+    token, else its end-of-sequence token, else 0."""
+    config = getattr(model, "generation_config", None) or getattr(model, "config", None)
+    for value in (getattr(tokenizer, "pad_token_id", None), getattr(config, "pad_token_id", None),
+                  getattr(config, "eos_token_id", None), 0):
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if isinstance(value, numbers.Integral):
+            return int(value)
+    return 0
+
+
 def token_strings(ids: Tensor, tokenizer: Any) -> list[str]:
     """Each id decoded on its own (so GPT-2's 'Ġcat' reads ' cat'); str(id) without tokenizer."""
     if tokenizer is None:
@@ -110,11 +139,12 @@ class Batch:
     target_lengths: list[int]
     feature_counts: list[int]
 
-    @property
-    def model_kwargs(self) -> dict[str, Tensor]:
-        if self.mask is None:
-            return {}
-        return {"attention_mask": self.mask, "position_ids": self.positions}
+    def model_kwargs(self, device: torch.device) -> dict[str, Tensor]:
+        """The per-example forward arguments of the `Embedded` and `Masked` models."""
+        kwargs = {"groups": self.groups, "targets": self.targets}
+        if self.mask is not None:
+            kwargs.update(attention_mask=self.mask, position_ids=self.positions)
+        return {k: v.to(device) for k, v in kwargs.items()}
 
 
 def layout(prompts: list[Tensor], targets: list[Tensor], groups: list[Tensor],

@@ -1,44 +1,37 @@
-"""The attribution methods of `fattr.llm.attribute`, each one of fattr's own methods run over
-all target tokens at once: `torch.func.vmap` over the score columns (the T tokens; for
-perturbation methods also the sequence). The model's forward pass does not depend on the
-column, so under that vmap it runs once; only the backward pass (gradient methods) or the
-target selection and the solver (perturbation methods) are batched.
-
-PyTorch's fused attention (`F.scaled_dot_product_attention`, HuggingFace's "sdpa") has no vmap
-batching rule for its CPU backward, so torch loops over the T columns for that one op. That
-measured faster than attention written as matmuls (whose batched backward materializes T
-attention matrices) and than one forward pass followed by T `autograd.grad(retain_graph=True)`
-calls (benchmarks/bench_llm.py, docs/llm.md), so the model runs as it is.
+"""The methods of `fattr.llm.attribute`: which fattr method each name is, its arguments, and
+the baseline as an embedding.
 
 Gradient methods attribute the input embeddings x (B, N, d) of the `Embedded` model;
 perturbation methods a presence vector (B, F) of the `Masked` model (1 keeps a feature, 0 puts
-the baseline embedding at its tokens).
+the baseline embedding at its tokens). `fattr/llm/run.py` runs them over all target tokens.
 """
 
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 import fattr
-from fattr.errors import FattrTypeError
+from fattr.errors import FattrError, FattrTypeError
 
 
 @dataclass(frozen=True)
 class Method:
     """How one method runs: its fattr constructor, whether it differentiates (x is the input
-    embeddings) or perturbs (x is the presence vector), and its per-call arguments."""
+    embeddings) or perturbs (x is the presence vector), its per-call arguments, and whether it
+    is linear in the score for the given constructor arguments."""
 
     build: Callable[..., Callable[..., Tensor]]
     gradient: bool
     per_call: tuple[str, ...] = ()
     renames: tuple[tuple[str, str], ...] = ()   # llm keyword -> fattr keyword
-    linear: Callable[[dict], bool] = lambda kwargs: True  # linear in the score (given kwargs)
+    linear: Callable[[dict], bool] = lambda kwargs: True
 
 
 METHODS = {
@@ -55,24 +48,54 @@ METHODS = {
 }
 
 
+def method_named(method: Any, caller: str) -> Method:
+    if method not in METHODS:
+        raise FattrError(f"{caller}: unknown method {method!r}; choose one of "
+                         f"{', '.join(METHODS)}.")
+    return METHODS[method]
+
+
 def constructor_kwargs(method: str, spec: Method, given: dict[str, Any],
-                       caller: str) -> dict[str, Any]:
-    """`method_kwargs` checked against the fattr constructor's keyword arguments."""
+                       batch_size: int | None, caller: str) -> dict[str, Any]:
+    """`method_kwargs` (and `batch_size`) checked against the fattr constructor's arguments."""
     renamed = dict(spec.renames)
     taken = {n for n in inspect.signature(spec.build).parameters if n not in ("f", "output")}
-    allowed = (taken - set(renamed.values())) | set(renamed)
-    unknown = sorted(set(given) - allowed - {"batch_size"})
+    allowed = (taken - set(renamed.values()) - {"batch_size"}) | set(renamed)
+    unknown = sorted(set(given) - allowed)
     if unknown:
         raise FattrTypeError(f"{caller}: method {method!r} takes no argument {unknown[0]!r}; its "
-                             f"arguments are {', '.join(sorted(allowed)) or 'none'} (see "
+                             f"arguments are {', '.join(sorted(allowed | {'batch_size'}))} (see "
                              f"fattr.{spec.build.__name__}).")
-    return {renamed.get(k, k): v for k, v in given.items()}
+    kwargs = {renamed.get(k, k): v for k, v in given.items()}
+    if "batch_size" in taken:
+        kwargs["batch_size"] = batch_size
+    elif batch_size is not None:
+        raise FattrError(f"{caller}: batch_size does nothing for fattr.{spec.build.__name__} "
+                         "(one forward pass); leave it None.")
+    return kwargs
 
 
-def over_targets(run: Callable[[Tensor], Tensor], columns: Tensor, chunk: int | None,
-                 ) -> Tensor:
-    """run(c) for every row c of `columns` (K, B) -> (K, B, ...), as one `vmap` (in chunks of
-    `chunk` rows; None: all at once). `run` calls the model once: its forward pass does not
-    depend on c, so it runs once per chunk and only what follows c is batched. Random draws
-    are shared by all K rows."""
-    return torch.func.vmap(run, randomness="same", chunk_size=chunk)(columns)
+def baseline_embedding(baseline: Any, embeddings: nn.Module, method: str,
+                       caller: str) -> Tensor:
+    """The baseline as an embedding (d,), or a distribution (K, d) for gradient_shap: a token
+    id is embedded (None: id 0, captum's default)."""
+    weight = embeddings.weight
+    if baseline is None:
+        baseline = 0
+    if isinstance(baseline, Tensor) and not baseline.is_floating_point() and baseline.ndim == 0:
+        baseline = int(baseline)
+    if isinstance(baseline, numbers.Integral) and not isinstance(baseline, bool):
+        if not 0 <= baseline < weight.shape[0]:
+            raise FattrError(f"{caller}: baseline token id {baseline} is outside the vocabulary "
+                             f"of {weight.shape[0]} ids.")
+        with torch.no_grad():
+            return embeddings(torch.tensor([int(baseline)], device=weight.device))[0]
+    width, many = weight.shape[1], method == "gradient_shap"
+    fits = isinstance(baseline, Tensor) and baseline.is_floating_point() and \
+        baseline.shape[-1:] == (width,) and baseline.ndim in ((1, 2) if many else (1,))
+    if not fits:
+        got = tuple(baseline.shape) if isinstance(baseline, Tensor) else type(baseline).__name__
+        also = f" (or a distribution (K, {width}) for gradient_shap)" if many else ""
+        raise FattrError(f"{caller}: baseline must be a token id or an embedding of shape "
+                         f"({width},){also}; got {got}.")
+    return baseline.detach().to(weight.device, weight.dtype)
