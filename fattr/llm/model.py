@@ -155,8 +155,10 @@ class Masked(nn.Module):
 def check_model(model: nn.Module, method: str) -> nn.Module:
     """The input embeddings of an eval-mode model."""
     embeddings = input_embeddings(model, method)
-    check_eval_mode(model, method)
-    if any(m.training for m in model.modules()):  # HF attention dropout is not a module
-        raise FattrError(f"{method}: the model is in training mode (dropout would make the "
-                         "attributions random). Call model.eval() before attributing.")
+    check_eval_mode(model, method)  # names a Dropout or BatchNorm module in training mode
+    training = [name or type(model).__name__ for name, m in model.named_modules() if m.training]
+    if training:  # HuggingFace attention dropout is a config value, not a module
+        raise FattrError(f"{method}: the model is in training mode ({training[0]!r} and "
+                         f"{len(training) - 1} more modules), so dropout would make the "
+                         "attributions random. Call model.eval() before attributing.")
     return embeddings

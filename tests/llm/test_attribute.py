@@ -295,12 +295,15 @@ def test_html_escapes_tokens_and_plot_draws():
 def test_the_model_is_left_unchanged():
     model, tok = llama(), word_tokenizer()
     before = state_snapshot(model)
+    configs = model.config.to_dict(), model.generation_config.to_dict()
     fattr.llm.attribute(model, tok, PROMPT, torch.tensor([5, 6]), steps=4)
+    fattr.llm.attribute(model, tok, [PROMPT, "a dog"], max_new_tokens=2)
     fattr.llm.attribute(model, tok, PROMPT, method="shapley_value_sampling", samples=2,
                         max_new_tokens=2)
     with pytest.raises(fattr.FattrError):
         fattr.llm.attribute(model, tok, PROMPT, torch.tensor([5, 99]))
     assert_unchanged(model, before)
+    assert configs == (model.config.to_dict(), model.generation_config.to_dict())
 
 
 PROMPTS = ["the cat sat on the mat", "a dog ran", "it was very big and small"]

@@ -83,7 +83,9 @@ def test_not_a_module():
 
 def test_training_mode():
     model = llama().train()
-    with pytest.raises(fattr.FattrError, match=r"training mode .* Call model.eval\(\)"):
+    with pytest.raises(fattr.FattrError, match=r"the model is in training mode "
+                       r"\('LlamaForCausalLM' and 32 more modules\), so dropout would make the "
+                       r"attributions random. Call model.eval\(\)"):
         fattr.llm.attribute(model, None, torch.tensor([1, 2]), torch.tensor([3]))
 
 
