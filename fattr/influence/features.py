@@ -1,11 +1,12 @@
 """TracIn's per-checkpoint gradient features, shared by `tracin` and `self_influence`.
 
-Each example gets, per checkpoint c, a few factor vectors whose inner products multiply to
-the inner product of its loss gradients: one factor (the flattened per-example gradient, or
-its random projection) for TracInCP, two (the output gradient d and the input a of the last
-linear layer) for TracInCPFast. Influence is then
+Each example gets, per checkpoint c, feature terms whose inner products give the inner
+product of its loss gradients: TracInCP has one single-factor term per parameter (its
+flattened per-example gradient; one term for all with a random projection), TracInCPFast one
+term of two factors (the output gradient d and the input a of the last linear layer, whose
+product d a^T is the weight gradient). Influence is then
 
-    TracIn(z, z') = sum_c lr_c prod_k <phi_ck(z), phi_ck(z')>
+    TracIn(z, z') = sum_c lr_c sum_t prod_k <phi_ctk(z), phi_ctk(z')>
 
 and self-influence is the same with z' = z.
 """
@@ -23,12 +24,13 @@ from fattr.core.checks import check_eval_mode
 from fattr.core.chunking import check_batch_size
 from fattr.core.model import ModelFn, as_model, trainable
 from fattr.errors import FattrError, FattrTypeError
+from fattr.influence.affine import Reused, affine_gradients, affine_layers, usable
 from fattr.influence.data import Data, chunks
 from fattr.influence.gradients import Loss, per_example_gradients
 from fattr.influence.last_layer import linear_factors
 from fattr.layers.taps import LayerSpec, layer_name
 
-Factors = list[Tensor]  # (N, D_k) each
+Terms = list[list[Tensor]]  # terms of factors, (N, D_k) each
 
 
 class TracInFeatures:
@@ -65,6 +67,7 @@ class TracInFeatures:
             self.last_layer = None
             self.names = self._parameter_names(layers)
             dims = [sum(first[k].numel() for k in self.names)]
+        self.affine = affine_layers(self.model, self.names) if self.names else None
         self.projections = _projections(dims, projection_dim, first[self.names[0] if self.names
                                         else f"{self.last_layer}.weight"], generator)
 
@@ -101,27 +104,43 @@ class TracInFeatures:
                 raise FattrError(f"{self.method}: checkpoint {i} has no entry '{name}.weight'.")
         return name
 
-    def chunk(self, c: int, x: Tensor, y: Tensor) -> Factors:
-        """The factors of checkpoint c for one chunk of rows."""
+    def chunk(self, c: int, x: Tensor, y: Tensor) -> Terms:
+        """The feature terms of checkpoint c for one chunk of rows."""
         params = self.checkpoints[c]
         if self.last_layer is not None:
-            factors = list(linear_factors(self.model, self.loss, params, self.last_layer, x, y))
-        else:
-            grads = per_example_gradients(self.model, self.loss, params, self.names, x, y)
-            factors = [torch.cat([grads[k].flatten(1) for k in self.names], dim=1)]
-        return [t if r is None else t @ r for t, r in zip(factors, self.projections)]
+            d, a = linear_factors(self.model, self.loss, params, self.last_layer, x, y)
+            if self.projections is not None:
+                d, a = d @ self.projections[0], a @ self.projections[1]
+            return [[d, a]]
+        grads = [g.flatten(1) for g in self._gradients(params, x, y).values()]
+        if self.projections is None:
+            return [[g] for g in grads]  # one term per parameter: no (B, P) copy is made
+        blocks = self.projections[0].split([g.shape[1] for g in grads])
+        return [[sum(g @ r for g, r in zip(grads, blocks))]]
 
-    def all_rows(self, x: Data, y: Tensor | None) -> list[Factors]:
-        """Per checkpoint, the factors of every row (the test side, held in memory)."""
+    def _gradients(self, params: Mapping[str, Tensor], x: Tensor, y: Tensor,
+                   ) -> dict[str, Tensor]:
+        """Per-example gradients: from one backward pass for Linear/Conv2d models
+        (`fattr.influence.affine`), else from vmap(grad)."""
+        if self.affine is not None and usable(params, x):
+            try:
+                return affine_gradients(self.model, self.loss, params, self.affine, self.names,
+                                        x, y)
+            except Reused:
+                self.affine = None
+        return per_example_gradients(self.model, self.loss, params, self.names, x, y)
+
+    def all_rows(self, x: Data, y: Tensor | None) -> list[Terms]:
+        """Per checkpoint, the feature terms of every row (the test side, held in memory)."""
         check_eval_mode(self.model.module, self.method)
         parts = [[self.chunk(c, bx, by) for c in range(len(self.checkpoints))]
                  for bx, by in chunks(x, y, self.batch_size, self.method)]
         if not parts:
             raise FattrError(f"{self.method}: no rows to score (empty data).")
-        return [[torch.cat([p[c][k] for p in parts]) for k in range(len(parts[0][c]))]
-                for c in range(len(self.checkpoints))]
+        return [[[torch.cat([p[c][t][k] for p in parts]) for k in range(len(term))]
+                 for t, term in enumerate(parts[0][c])] for c in range(len(self.checkpoints))]
 
-    def influence(self, test: list[Factors], x: Tensor, y: Tensor) -> Tensor:
+    def influence(self, test: list[Terms], x: Tensor, y: Tensor) -> Tensor:
         """(n_test, B): TracIn of each row of the chunk (x, y) on each test example."""
         total = None
         for c, rate in enumerate(self.learning_rates):
@@ -133,14 +152,15 @@ class TracInFeatures:
         """(B,): sum_c lr_c |grad loss|^2 for each row of the chunk."""
         total = None
         for c, rate in enumerate(self.learning_rates):
-            term = math.prod(f.pow(2).sum(1) for f in self.chunk(c, x, y)) * rate
+            term = sum(math.prod(f.pow(2).sum(1) for f in factors)
+                       for factors in self.chunk(c, x, y)) * rate
             total = term if total is None else total + term
         return total
 
 
-def _inner(a: Factors, b: Factors) -> Tensor:
-    """prod_k a_k @ b_k^T: the inner products of the (factored) features, (N_a, N_b)."""
-    return math.prod(u @ v.T for u, v in zip(a, b))
+def _inner(a: Terms, b: Terms) -> Tensor:
+    """sum_t prod_k a_tk @ b_tk^T: the inner products of the features, (N_a, N_b)."""
+    return sum(math.prod(u @ v.T for u, v in zip(fa, fb)) for fa, fb in zip(a, b))
 
 
 def _checked_checkpoints(checkpoints: object, method: str) -> list[Mapping[str, Tensor]]:
@@ -169,7 +189,7 @@ def _checked_rates(rates: object, count: int, method: str) -> list[float]:
 
 
 def _projections(dims: list[int], projection_dim: int | None, like: Tensor,
-                 generator: torch.Generator | None) -> list[Tensor | None]:
+                 generator: torch.Generator | None) -> list[Tensor] | None:
     """Gaussian projections N(0, 1/k) of each factor, or None where none is needed.
 
     One factor of D dims goes to k = projection_dim; two factors (out, in) go to
@@ -178,7 +198,7 @@ def _projections(dims: list[int], projection_dim: int | None, like: Tensor,
     dims is already at most projection_dim.
     """
     if projection_dim is None or math.prod(dims) <= projection_dim:
-        return [None] * len(dims)
+        return None
     k = projection_dim if len(dims) == 1 else math.isqrt(projection_dim)
     device = generator.device if generator is not None else torch.device("cpu")
     mats = []

@@ -71,8 +71,8 @@ def tracin(f: ModelFn, checkpoints: Sequence[Mapping[str, Tensor]], loss: Loss, 
         test = features.all_rows(test_x, test_y)
         parts = [features.influence(test, bx, by)
                  for bx, by in chunks(train_x, train_y, features.batch_size, "tracin")]
-        n_test = test[0][0].shape[0]
-        return torch.cat(parts, dim=1) if parts else test[0][0].new_zeros(n_test, 0)
+        first = test[0][0][0]
+        return torch.cat(parts, dim=1) if parts else first.new_zeros(first.shape[0], 0)
 
     scores.__doc__ = tracin.__doc__
     return scores
