@@ -59,17 +59,17 @@ class TracInFeatures:
                              "last_layer= (TracInCPFast), not both.")
         first = self.checkpoints[0]
         if last_layer is not None:
-            self.last_layer = self._linear(last_layer)
-            out_dim, in_dim = first[f"{self.last_layer}.weight"].shape
-            dims = [out_dim, in_dim]
+            self.last_layer: str | None = self._linear(last_layer)
             self.names: list[str] = []
+            weight = first[f"{self.last_layer}.weight"]
+            dims = list(weight.shape)  # (out, in): the factors d and a
         else:
             self.last_layer = None
             self.names = self._parameter_names(layers)
+            weight = first[self.names[0]]
             dims = [sum(first[k].numel() for k in self.names)]
         self.affine = affine_layers(self.model, self.names) if self.names else None
-        self.projections = _projections(dims, projection_dim, first[self.names[0] if self.names
-                                        else f"{self.last_layer}.weight"], generator)
+        self.projections = _projections(dims, projection_dim, weight, generator)
 
     def _parameter_names(self, layers: LayerSpec | Sequence[LayerSpec] | None) -> list[str]:
         names = list(trainable(self.model.fn, self.checkpoints[0]))
