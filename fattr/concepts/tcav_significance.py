@@ -91,7 +91,11 @@ def student_t_test(a: Tensor, b: Tensor) -> Tensor:
     if pooled.item() == 0.0:
         return torch.tensor(1.0 if diff == 0.0 else 0.0, dtype=torch.float64)
     t = diff / math.sqrt(pooled.item() * (1 / na + 1 / nb))
-    from scipy.special import stdtr  # the Student t CDF
+    try:
+        from scipy.special import stdtr  # the Student t CDF
+    except ImportError as error:
+        raise FattrError("tcav_significance: the p-value needs scipy (pip install scipy).") \
+            from error
 
     return torch.tensor(2.0 * stdtr(df, -abs(t)), dtype=torch.float64)
 

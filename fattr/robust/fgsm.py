@@ -14,6 +14,7 @@ from fattr.robust.objective import (
     Objective,
     Size,
     check_size,
+    one_example_at_a_time,
     per_example,
     signed,
 )
@@ -68,4 +69,4 @@ def fgsm(f: ModelFn, epsilon: Size, *, loss: Loss | None = None, targeted: bool 
                                * step)
 
     attack.__doc__ = fgsm.__doc__
-    return attack
+    return one_example_at_a_time(objective, attack)

@@ -98,6 +98,26 @@ class Objective:
         return x if high is None else torch.clamp(x, max=high)
 
 
+def one_example_at_a_time(objective: Objective, attack: Callable[..., Tensor],
+                          ) -> Callable[..., Tensor]:
+    """For a model from `fattr.per_example`: add the batch axis to x (and to a tensor target
+    and mask) on the way in and remove it on the way out, so the attack composes with
+    `torch.func.vmap` like every fattr method."""
+    if not objective.model.per_example:
+        return attack
+
+    def one(params: Params, x: Tensor, target: Any = None, *args: Any,
+            mask: Tensor | None = None, **kwargs: Any) -> Tensor:
+        if isinstance(target, Tensor):
+            target = target.unsqueeze(0)
+        if mask is not None and isinstance(mask, Tensor):
+            mask = mask.unsqueeze(0)
+        return attack(params, x.unsqueeze(0), target, *args, mask=mask, **kwargs).squeeze(0)
+
+    one.__doc__ = attack.__doc__
+    return one
+
+
 def signed(g: Tensor, zero_threshold: float) -> Tensor:
     """sign(g), with 0 where |g| <= zero_threshold (captum's FGSM uses 1e-6)."""
     step = torch.sign(g)

@@ -18,6 +18,7 @@ from fattr.robust.objective import (
     Objective,
     Size,
     check_size,
+    one_example_at_a_time,
     per_example,
     signed,
 )
@@ -97,7 +98,7 @@ def pgd(f: ModelFn, radius: Size, step_size: Size, steps: int, *, norm: str = "L
         return adv
 
     attack.__doc__ = pgd.__doc__
-    return attack
+    return one_example_at_a_time(objective, attack)
 
 
 def _unit(g: Tensor) -> Tensor:

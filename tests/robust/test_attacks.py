@@ -174,3 +174,15 @@ def test_custom_loss_and_bounds_as_tensors(digits):
     theirs = FGSM(model, logit_margin).perturb(x, 0.5, y)
     torch.testing.assert_close(ours, torch.maximum(torch.minimum(theirs, high), low))
     assert ours.min() >= 0.1 and ours.max() <= 0.9
+
+
+def test_vmap_over_per_example_attacks_equals_the_batched_call(untrained):
+    _, f, params, x, y = untrained
+    mask = (torch.rand(x.shape, generator=torch.Generator().manual_seed(2)) > 0.5).double()
+    for make in (lambda g: fattr.robust.fgsm(g, 0.1, bounds=(0.0, 1.0)),
+                 lambda g: fattr.robust.pgd(g, 0.5, 0.2, 3, norm="L2")):
+        batched = make(f)(params, x, y, mask=mask)
+        one = make(fattr.per_example(f))
+        mapped = torch.func.vmap(lambda xi, yi, mi, one=one: one(params, xi, yi, mask=mi))(
+            x, y, mask)
+        torch.testing.assert_close(mapped, batched, rtol=1e-10, atol=1e-12)
