@@ -117,6 +117,16 @@ def test_affine_engine_equals_vmap_grad_for_linear_and_conv_layers():
     for name in names:
         assert fast[name].shape == (7, *params[name].shape)
         torch.testing.assert_close(fast[name], slow[name], rtol=1e-10, atol=1e-12)
+    # a Linear over a token axis: the gradient is a sum of outer products over the tokens
+    tokens = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Flatten(), nn.Linear(18, 3))
+    f, params = fattr.functional(tokens.double().eval())
+    model_ = as_model(f, None, "tracin")
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    layers = affine_layers(model_, list(params))
+    fast = affine_gradients(model_, LOSS, params, layers, list(params), x, y[:5])
+    slow = per_example_gradients(model_, LOSS, params, list(params), x, y[:5])
+    for name in params:
+        torch.testing.assert_close(fast[name], slow[name], rtol=1e-10, atol=1e-12)
 
 
 def test_models_the_affine_engine_cannot_take_use_vmap_grad():
