@@ -65,15 +65,17 @@ def cav(f: ModelFn, params: Params, layer: LayerSpec, concept_x: Tensor, random_
     """
     fit = _classifier(classifier, "cav")
     batch_size = check_batch_size(batch_size, "cav")
-    read = layer_activations(f, layer, batch_size, output, "cav")
+    read, name = layer_activations(f, layer, batch_size, output, "cav")
     return fit_cav(read(params, concept_x), read(params, random_x), fit, test_fraction,
-                   generator, read.layer)
+                   generator, name)
 
 
 def layer_activations(f: ModelFn, layer: LayerSpec, batch_size: int | None,
-                      output: Callable[[Any], Tensor] | None, method: str):
-    """`read(params, x) -> (N, D)`: the flattened layer output, `batch_size` inputs at a time
-    (`read.layer` is the layer's dotted name)."""
+                      output: Callable[[Any], Tensor] | None, method: str,
+                      ) -> tuple[Callable[[Params, Tensor], Tensor], str]:
+    """(`read(params, x) -> (N, D)`, the layer's dotted name): the flattened layer output,
+    `batch_size` inputs at a time."""
+    name = layer_name(as_model(f, output, method).require_module(), layer, method)
     acts = layer_activation(f, layer, output=output)
 
     def read(params: Params, x: Tensor) -> Tensor:
@@ -84,8 +86,7 @@ def layer_activations(f: ModelFn, layer: LayerSpec, batch_size: int | None,
         with torch.no_grad():
             return chunked(lambda rows: acts(params, rows).flatten(1), x, batch_size=batch_size)
 
-    read.layer = layer_name(as_model(f, output, method).require_module(), layer, method)
-    return read
+    return read, name
 
 
 def fit_cav(concept: Tensor, random: Tensor, fit: Fit, test_fraction: float,

@@ -67,12 +67,12 @@ def tcav_significance(f: ModelFn, params: Params, layer: LayerSpec, concept_x: T
         raise FattrError("tcav_significance: random_sets must be a list of at least 3 tensors "
                          "of random examples (one plays the random concept, the others are "
                          f"counterexamples), got {_describe(random_sets)}.")
-    read = layer_activations(f, layer, batch_size, output, "tcav_significance")
+    read, name = layer_activations(f, layer, batch_size, output, "tcav_significance")
     concept = read(params, concept_x)
     randoms = [read(params, r) for r in random_sets]
-    concept_cavs = [fit_cav(concept, r, fit, test_fraction, generator, read.layer)
+    concept_cavs = [fit_cav(concept, r, fit, test_fraction, generator, name)
                     for r in randoms[1:]]
-    random_cavs = [fit_cav(a, r, fit, test_fraction, generator, read.layer)
+    random_cavs = [fit_cav(a, r, fit, test_fraction, generator, name)
                    for a, r in itertools.pairwise(randoms)]
     scores = tcav(f, layer, concept_cavs, batch_size=batch_size, output=output)(params, x, target)
     baseline = tcav(f, layer, random_cavs, batch_size=batch_size, output=output)(params, x,

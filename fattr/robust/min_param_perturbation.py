@@ -13,6 +13,7 @@ from fattr.core.model import ModelFn, Params, as_model
 from fattr.errors import FattrError, FattrTypeError
 
 Attack = Callable[[Params, Tensor, Any, Tensor], Tensor]
+Run = Callable[[Params, Tensor, Any, Tensor], tuple[Tensor, Tensor]]  # (x', still correct)
 Correct = Callable[[Tensor, Any], Tensor]
 MODES = ("linear", "binary")
 
@@ -90,7 +91,8 @@ def min_param_perturbation(f: ModelFn, attack: Attack, values: Sequence[float] |
     return search
 
 
-def _linear(run, params, x, target, candidates: Tensor, batch: int) -> MinPerturbation:
+def _linear(run: Run, params: Params, x: Tensor, target: Any, candidates: Tensor, batch: int,
+            ) -> MinPerturbation:
     found = torch.zeros(batch, dtype=torch.bool, device=x.device)
     value = torch.full((batch,), float("nan"), dtype=candidates.dtype, device=x.device)
     best = x
@@ -103,7 +105,8 @@ def _linear(run, params, x, target, candidates: Tensor, batch: int) -> MinPertur
     return MinPerturbation(value, best, found)
 
 
-def _binary(run, params, x, target, candidates: Tensor, batch: int) -> MinPerturbation:
+def _binary(run: Run, params: Params, x: Tensor, target: Any, candidates: Tensor, batch: int,
+            ) -> MinPerturbation:
     """Per-example bisection: invariant `lo <= first failing index <= hi`."""
     count = candidates.numel()
     _, ok_at_top = run(params, x, target, candidates[-1].expand(batch))
