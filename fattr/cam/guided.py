@@ -10,7 +10,7 @@ from torch import Tensor
 from fattr.cam.engine import Reshape, Upsample, resize, upsample_mode
 from fattr.cam.gradcam import gradcam
 from fattr.core.call import AttributionFn, Contract, contract
-from fattr.core.model import ModelFn, Params
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.core.targets import TargetSpec
 from fattr.errors import FattrError, FattrTypeError
 from fattr.layers.taps import LayerSpec
@@ -93,6 +93,7 @@ def guided_gradcam(f: ModelFn, layer: LayerSpec, *, reshape: Reshape = None,
 
     Selvaraju et al., "Grad-CAM" (2017), https://arxiv.org/abs/1610.02391
     """
+    as_model(f, output, "guided_gradcam").require_module()  # its own name in the errors
     cam = gradcam(f, layer, relu=True, upsample=False, reshape=reshape, output=output)
     combined = guided(guided_backprop(f, output=output), cam, "nearest", name="guided_gradcam")
     combined.__doc__ = guided_gradcam.__doc__

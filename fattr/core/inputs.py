@@ -31,9 +31,10 @@ def as_inputs(x: object, method: str, *, gradient: bool = True,
     """
     if isinstance(x, Tensor):
         return (check_input(x, method, gradient=gradient),), True
-    if not isinstance(x, (tuple, list)):
+    if not isinstance(x, tuple):
+        hint = " (for several inputs pass a tuple)" if isinstance(x, list) else ""
         raise FattrTypeError(f"{method}: x must be a torch.Tensor or a tuple of tensors (one per "
-                             f"model input, batch axis first), got {type(x).__name__}.")
+                             f"model input, batch axis first), got {type(x).__name__}{hint}.")
     if not x:
         raise FattrError(f"{method}: x is an empty tuple; pass at least one input tensor.")
     for i, t in enumerate(x):

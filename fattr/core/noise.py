@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor
 from torch.func import vmap
 from torch.utils._pytree import tree_map
@@ -79,7 +80,7 @@ def attribute_samples(attr_fn: Callable[..., Any], params: Mapping[str, Tensor],
         return mapped(*samples)
     copies, batch = samples[0].shape[:2]
     count = copies * batch
-    rows = tuple(s.reshape(count, *s.shape[2:]) for s in samples)
+    rows = tuple(rearrange(s, "copy b ... -> (copy b) ...") for s in samples)
     declared = contract(attr_fn).batched_kwargs
     tiled = {k: _tile(v, batch, copies) if k in ("model_args", "model_kwargs")
              else _tile_like(v, rows, batch, copies) if k in declared else v
@@ -93,4 +94,4 @@ def attribute_samples(attr_fn: Callable[..., Any], params: Mapping[str, Tensor],
                                 **given))
 
     result = chunked(chunk, torch.arange(count, device=rows[0].device), batch_size=batch_size)
-    return tuple(r.reshape(copies, batch, *r.shape[1:]) for r in result)
+    return tuple(rearrange(r, "(copy b) ... -> copy b ...", copy=copies) for r in result)

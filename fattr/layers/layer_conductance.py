@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from einops import rearrange
 from torch import Tensor
 
 from fattr.core.baselines import BaselineSpec, baselines_for
@@ -59,7 +60,7 @@ def layer_conductance(f: ModelFn, layer: LayerSpec, steps: int = 50,
         step = torch.arange(nodes, device=xs[0].device).repeat_interleave(call.batch)
         example = torch.arange(call.batch, device=xs[0].device).repeat(nodes)
         both = chunked(node, step, example, batch_size=batch_size)
-        both = [t.reshape(nodes, call.batch, *t.shape[1:]) for t in both]
+        both = [rearrange(t, "(node b) ... -> node b ...", node=nodes) for t in both]
         grads, acts = both[: len(both) // 2], both[len(both) // 2:]
         return tap.pack([((a[1:] - a[:-1]) * g[:-1]).sum(0) for g, a in zip(grads, acts)])
 

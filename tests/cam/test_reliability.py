@@ -95,8 +95,10 @@ def test_bad_options(case):
         fattr.ablationcam(f, "4", batch_size=2.5)
     with pytest.raises(ValueError, match="align_corners must be True or False"):
         fattr.scorecam(f, "4", align_corners=1)
-    with pytest.raises(ValueError, match="k must be a number"):
+    with pytest.raises(ValueError, match="k must be a finite number >= 0"):
         fattr.fem(f, "4", k="2")
+    with pytest.raises(ValueError, match=r"fem: k must be a finite number >= 0 .* got -1"):
+        fattr.fem(f, "4", k=-1)
     with pytest.raises(ValueError, match="scales must be a non-empty sequence"):
         fattr.cameras(f, "4", scales=())
     with pytest.raises(ValueError, match="scales must be a non-empty sequence"):
