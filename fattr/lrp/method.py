@@ -22,6 +22,8 @@ from fattr.core.model import (
 )
 from fattr.errors import FattrError, FattrTypeError
 from fattr.lrp.composites import Composite, resolve
+from fattr.lrp.efficient import gradient_tree, single_backward
+from fattr.lrp.modified import times_input
 from fattr.lrp.relevance import output_relevance
 from fattr.lrp.tree import relevance_tree
 from fattr.rules.apply import require_functional
@@ -30,11 +32,17 @@ from fattr.rules.apply import require_functional
 class RelevanceModel:
     """`f` with relevance in the gradient slot: the same outputs, and
     `torch.func.grad(score)(x)` is the LRP relevance of `score` (the relevance at the output
-    being the score's gradient times the output: the target logit for an int target)."""
+    being the score's gradient times the output: the target logit for an int target).
+
+    A composite with an attention rule whose rules all have a Gradient x Input form runs in one
+    forward and one backward (`fattr.lrp.efficient`): the gradient slot carries the modified
+    gradient and the input multiplies it in (`times_input`). Other composites hand relevance
+    down layer by layer (`fattr.lrp.tree`)."""
 
     def __init__(self, base: FunctionalModel, composite: dict, canonize: bool,
                  output: Callable[[Any], Tensor] | None):
         self.base, self.composite, self.canonize, self.output = base, composite, canonize, output
+        self.single_backward = single_backward(composite)
 
     @property
     def module(self) -> torch.nn.Module:
@@ -42,16 +50,20 @@ class RelevanceModel:
 
     def tree(self) -> torch.nn.Module:
         """The rewritten copy of the user's module for one call."""
+        if self.single_backward:
+            return gradient_tree(self.module, self.composite)
         return relevance_tree(self.module, self.composite, self.canonize)
 
     def __call__(self, params: Params, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
+        if self.single_backward:
+            x = times_input(x)
         out = torch.func.functional_call(self.tree(), dict(params), (x, *args), kwargs)
         if self.output is not None:
             out = self.output(out)
         if not isinstance(out, Tensor):
             raise FattrError(f"lrp: the model returned {type(out).__name__}, not a tensor. Pass "
                              "output=... to pick the tensor (e.g. output=lambda o: o.logits).")
-        return output_relevance(out)
+        return out if self.single_backward else output_relevance(out)
 
     def __repr__(self) -> str:
         return f"lrp.model({self.base!r})"

@@ -212,7 +212,7 @@ def routes(composite: Mapping) -> dict[Callable, Callable]:
     return table
 
 
-def _unrouted(module: nn.Module) -> nn.Module:
+def unrouted(module: nn.Module) -> nn.Module:
     """Run `module` (our copy) without routing: the user asked for its plain gradient."""
     forward = module.forward
 
@@ -241,7 +241,7 @@ def relevance_tree(module: nn.Module, composite: Mapping, canonize: bool = True)
             return replaced
         if choice.first_key is None and choice.rule is None:
             plain.append(current)
-            return _unrouted(current)
+            return unrouted(current)
         if hasattr(choice.rule, "layer") or hasattr(choice.first_rule, "layer"):
             return _own_layer(choice, name, current)
         if current._modules:

@@ -67,7 +67,7 @@ class Calls(nn.Module):
 
 
 @pytest.mark.parametrize(("net", "match"), [
-    (WithModule(nn.LayerNorm(8)), r"no LRP rule for 'middle' \(LayerNorm\)"),
+    (WithModule(nn.RMSNorm(8)), r"no LRP rule for 'middle' \(RMSNorm\)"),
     (WithModule(nn.GroupNorm(2, 8)), r"'middle' \(GroupNorm\)"),
     (WithModule(Square()), r"'middle' \(Square\)"),
     (WithModule(nn.Softmax(-1)), r"'middle' \(Softmax\)"),
