@@ -404,6 +404,7 @@ ALLOWED: frozenset = frozenset([
 # inside a normalization mapped to FrozenStd: the scale is a constant, products are linear
 _SCALES = _existing(torch, "rsqrt sqrt reciprocal std norm") + \
     _existing(Tensor, "rsqrt sqrt reciprocal std norm") + [torch.linalg.vector_norm]
+_CASTS = _existing(Tensor, "to type type_as float half bfloat16")
 _POWERS = _existing(torch, "pow") + _existing(Tensor, "pow __pow__")
 _NORM_ALLOWED = frozenset([*_MULS, *_existing(torch, "var var_mean square"),
                            *_existing(Tensor, "var square")])
@@ -417,12 +418,28 @@ def norm_power(func: Callable, base: Any, exponent: Any, *args: Any, **kwargs: A
     return frozen(out) if scale else out
 
 
-def norm_routes() -> dict[Callable, Handler]:
-    """Routes inside a normalization module mapped to FrozenStd: its scale is a constant."""
+def norm_cast(floor: torch.dtype, func: Callable, *args: Any, **kwargs: Any) -> Any:
+    """A cast inside a normalization whose input has dtype `floor`: a cast below that precision
+    is skipped (HuggingFace's RMSNorms compute in float32 even for a float64 model; under LRP
+    such a norm keeps float64, so relevance conserves to float64 precision). Casts up, and back
+    down to `floor`, run as written (a bfloat16 model's norm still computes in float32)."""
+    out = func(*args, **kwargs)
+    x = args[0]
+    if isinstance(out, Tensor) and out.is_floating_point() and x.is_floating_point() and \
+            out.device == x.device and torch.finfo(out.dtype).eps > torch.finfo(floor).eps:
+        return x.to(floor)
+    return out
+
+
+@functools.cache
+def norm_routes(dtype: torch.dtype) -> Mapping[Callable, Handler]:
+    """Routes inside a normalization module mapped to FrozenStd whose input has `dtype`: its
+    scale is a constant, and it computes in at least the input's precision."""
     routes: dict[Callable, Handler] = {fn: functools.partial(frozen_call, fn) for fn in _SCALES}
     routes.update({fn: functools.partial(frozen_divisor, fn) for fn in _DIVISIONS})
     routes.update({fn: fn for fn in _NORM_ALLOWED})  # plain: the scale is already constant
     routes.update({fn: functools.partial(norm_power, fn) for fn in _POWERS})
+    routes.update({fn: functools.partial(norm_cast, dtype, fn) for fn in _CASTS})
     return routes
 
 

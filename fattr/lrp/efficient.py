@@ -29,6 +29,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from fattr.errors import FattrError
@@ -50,7 +51,7 @@ from fattr.lrp.layers import BATCHNORMS, normalization_like, parametrized
 from fattr.lrp.modified import identity_rule, stabilized
 from fattr.lrp.rules import Epsilon, Norm, Pass
 from fattr.lrp.tree import unrouted
-from fattr.rules.rewrite import rewrite, scoped
+from fattr.rules.rewrite import rewrite, scope, scoped
 
 SINGLE_BACKWARD_RULES = (Epsilon, Norm, Pass, FrozenStd)
 
@@ -97,6 +98,18 @@ def _stabilize_output(module: nn.Module, epsilon: float) -> None:
     module.forward = stabilized_forward
 
 
+def _normalization(module: nn.Module) -> None:
+    """A normalization written out in torch ops: its scale calls are constants for the rule."""
+    forward = module.forward
+
+    def normalization_forward(x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        dtype = x.dtype if isinstance(x, Tensor) and x.is_floating_point() else torch.float32
+        with scope(norm_routes(dtype)):
+            return forward(x, *args, **kwargs)
+
+    module.forward = normalization_forward
+
+
 def _identity_module(module: nn.Module, name: str) -> None:
     """The identity rule on the module's whole forward (an elementwise activation)."""
     params = {k: v for k, v in module._parameters.items() if v is not None}
@@ -127,7 +140,7 @@ def _apply(rule: Any, name: str, module: nn.Module, rules: CallRules) -> nn.Modu
         if isinstance(module, nn.LayerNorm):
             scoped(module, layer_norm_routes(rule.epsilon))
         else:
-            scoped(module, norm_routes())
+            _normalization(module)
             _stabilize_output(module, rule.epsilon)
     elif isinstance(rule, Epsilon):
         if rule.epsilon != rules.epsilon:

@@ -16,9 +16,10 @@ normalization whose internal `rsqrt` is a constant for the rule, say.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
 
 import torch
@@ -175,17 +176,24 @@ def _route_functions(root: nn.Module, mode: Callable[[], TorchFunctionMode]) -> 
     root.forward = routed_forward  # an instance attribute of the copy only
 
 
+@contextlib.contextmanager
+def scope(functions: Mapping[Callable, FunctionRule]) -> Iterator[None]:
+    """Inside this context, `functions` take precedence over the routes of the running copy."""
+    token = _SCOPE.set({**_SCOPE.get(), **functions})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
 def scoped(module: nn.Module, functions: Mapping[Callable, FunctionRule]) -> nn.Module:
     """`module` (a node of a rewritten copy) with its forward run under `functions`, which take
     precedence over the copy's routes inside it (and inside its submodules). Returns `module`."""
     forward = module.forward
 
     def scoped_forward(*args: Any, **kwargs: Any) -> Any:
-        token = _SCOPE.set({**_SCOPE.get(), **functions})
-        try:
+        with scope(functions):
             return forward(*args, **kwargs)
-        finally:
-            _SCOPE.reset(token)
 
     module.forward = scoped_forward  # an instance attribute of the copy only
     return module
