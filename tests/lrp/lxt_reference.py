@@ -51,7 +51,8 @@ def patched(changes: dict[tuple[Any, str], Any]) -> Iterator[None]:
             setattr(owner, attr, value)
 
 
-def gated_decoder(modeling: types.ModuleType, prefix: str, cp: bool) -> contextlib.AbstractContextManager:
+def gated_decoder(modeling: types.ModuleType, prefix: str, cp: bool
+                  ) -> contextlib.AbstractContextManager:
     """lxt's attnLRP / cp_LRP map for a Llama-style model (Llama, Qwen3): gated MLP, RMSNorm,
     eager attention."""
     lxt = efficient()
