@@ -129,12 +129,31 @@ def product(rules: CallRules, func: Callable, *args: Any, **kwargs: Any) -> Any:
         raise _fail(f"the model calls {call_name(func)} on two tensors that both depend on "
                     "the input", "Write it as torch.matmul plus the bias.")
     op = _OUT_OF_PLACE.get(func, func)
-    if rules.attention == "CPLRP" and _is_gate(a) != _is_gate(b):
-        a, b = (frozen(a), b) if _is_gate(a) else (a, frozen(b))
-        out = op(a, b, *args[2:], **kwargs)
-    else:
+    gate = _which_gate(func, a, b) if rules.attention == "CPLRP" else None
+    if gate is None:
         out = scaled(op(a, b, *args[2:], **kwargs), 0.5)
+    else:
+        out = op(frozen(a) if gate == 0 else a, frozen(b) if gate == 1 else b,
+                 *args[2:], **kwargs)
     return args[0].copy_(out) if func in _OUT_OF_PLACE else out
+
+
+def _which_gate(func: Callable, a: Tensor, b: Tensor) -> int | None:
+    """Which factor of an elementwise product is the gate (0 or 1): the one that broadcasts to
+    the other (squeeze-and-excitation), else the only activation output (a gated MLP's
+    act(gate_proj(x)) * up_proj(x)); None when neither tells (a matmul, two such outputs)."""
+    if func in _MATMULS:
+        return None
+    if a.shape != b.shape:
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        if b.shape != shape and a.shape == shape:
+            return 1
+        if a.shape != shape and b.shape == shape:
+            return 0
+        return None
+    if _is_gate(a) != _is_gate(b):
+        return 0 if _is_gate(a) else 1
+    return None
 
 
 def einsum(rules: CallRules, func: Callable, equation: str, *operands: Any) -> Any:
@@ -363,42 +382,50 @@ def _inplace_position(func: Callable) -> int | None:
 _INPLACE_POSITION = {fn: p for _, fn, _ in _ACTIVATION_CALLS
                      if (p := _inplace_position(fn)) is not None}
 
-# calls whose plain backward is their rule in Gradient x Input form (linear and structural);
-# custom autograd Functions (fattr's rule nodes, under torch.func) bring their own backward
-ALLOWED: frozenset = frozenset([
+# calls that only move, copy or select values: their plain backward hands relevance on as it
+# is, in both forms of LRP; custom autograd Functions (fattr's rule nodes under torch.func) bring
+# their own backward
+STRUCTURAL: frozenset = frozenset([
     custom_function_call,
     *_existing(Tensor, "view view_as reshape reshape_as transpose transpose_ t permute flatten "
                "unflatten squeeze squeeze_ unsqueeze unsqueeze_ expand expand_as repeat "
                "repeat_interleave contiguous clone to type type_as float double half bfloat16 "
                "split split_with_sizes chunk tensor_split unbind narrow select __getitem__ "
                "__setitem__ index_select gather take_along_dim roll flip fliplr flipud movedim "
-               "moveaxis swapaxes swapdims diagonal tril triu masked_fill masked_fill_ where "
-               "detach detach_ copy_ unfold add add_ sub sub_ __rsub__ neg neg_ sum mean "
-               "cumsum nansum max amax min amin sort topk zero_ fill_ new_zeros new_ones "
-               "new_full new_empty requires_grad_ index_put index_put_ scatter scatter_add "
-               "index_add masked_scatter masked_select align_as as_strided"),
+               "moveaxis swapaxes swapdims diagonal masked_fill masked_fill_ where detach "
+               "detach_ copy_ unfold max amax min amin sort topk zero_ fill_ new_zeros new_ones "
+               "new_full new_empty requires_grad_ masked_select align_as"),
     *_existing(torch, "cat concat concatenate stack hstack vstack dstack split chunk unbind "
                "narrow select index_select gather take_along_dim roll flip movedim moveaxis "
-               "permute reshape flatten squeeze unsqueeze transpose swapaxes tril triu where "
-               "masked_fill add sub rsub neg sum mean cumsum clone detach max amax min amin "
-               "sort topk conv1d conv2d conv3d conv_transpose1d conv_transpose2d "
-               "conv_transpose3d addmm baddbmm addbmm max_pool1d max_pool2d max_pool3d "
-               "max_pool1d_with_indices avg_pool1d adaptive_avg_pool1d adaptive_max_pool1d "
-               "dropout feature_dropout alpha_dropout embedding zeros_like ones_like "
-               "full_like empty_like repeat_interleave diagonal tensor_split"),
-    *_existing(F, "linear conv1d conv2d conv3d conv_transpose1d conv_transpose2d "
-               "conv_transpose3d pad dropout dropout1d dropout2d dropout3d alpha_dropout "
-               "feature_alpha_dropout avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d "
-               "adaptive_avg_pool2d adaptive_avg_pool3d max_pool1d max_pool2d max_pool3d "
+               "permute reshape flatten squeeze unsqueeze transpose swapaxes where masked_fill "
+               "clone detach max amax min amin sort topk max_pool1d max_pool2d max_pool3d "
+               "max_pool1d_with_indices adaptive_max_pool1d dropout feature_dropout "
+               "alpha_dropout zeros_like ones_like full_like empty_like repeat_interleave "
+               "diagonal tensor_split"),
+    *_existing(F, "pad dropout dropout1d dropout2d dropout3d alpha_dropout "
+               "feature_alpha_dropout max_pool1d max_pool2d max_pool3d "
                "max_pool1d_with_indices max_pool2d_with_indices max_pool3d_with_indices "
                "adaptive_max_pool1d adaptive_max_pool2d adaptive_max_pool3d "
                "adaptive_max_pool1d_with_indices adaptive_max_pool2d_with_indices "
-               "adaptive_max_pool3d_with_indices interpolate upsample upsample_nearest "
-               "upsample_bilinear pixel_shuffle pixel_unshuffle embedding unfold fold "
+               "adaptive_max_pool3d_with_indices pixel_shuffle pixel_unshuffle "
                "channel_shuffle native_channel_shuffle"),
+    *_existing(torch._C._nn, "pad reflection_pad2d"),
+])
+
+# calls whose plain backward is their rule in the Gradient x Input form: the structural ones
+# and the linear maps (LRP-0 of a linear map is its plain gradient times the input)
+ALLOWED: frozenset = STRUCTURAL | frozenset([
+    *_existing(Tensor, "add add_ sub sub_ __rsub__ neg neg_ sum mean cumsum nansum tril triu "
+               "index_put index_put_ scatter scatter_add index_add masked_scatter as_strided"),
+    *_existing(torch, "add sub rsub neg sum mean cumsum tril triu conv1d conv2d conv3d "
+               "conv_transpose1d conv_transpose2d conv_transpose3d addmm baddbmm addbmm "
+               "avg_pool1d adaptive_avg_pool1d embedding"),
+    *_existing(F, "linear conv1d conv2d conv3d conv_transpose1d conv_transpose2d "
+               "conv_transpose3d avg_pool1d avg_pool2d avg_pool3d adaptive_avg_pool1d "
+               "adaptive_avg_pool2d adaptive_avg_pool3d interpolate upsample upsample_nearest "
+               "upsample_bilinear embedding unfold fold"),
     *_existing(torch._C._nn, "avg_pool2d avg_pool3d adaptive_avg_pool2d adaptive_avg_pool3d "
-               "upsample_nearest1d upsample_nearest2d upsample_bilinear2d reflection_pad2d "
-               "pad"),
+               "upsample_nearest1d upsample_nearest2d upsample_bilinear2d"),
 ])
 
 # inside a normalization mapped to FrozenStd: the scale is a constant, products are linear
@@ -520,18 +547,24 @@ class GradientMode(RuleMode):
         return self.default(func, args, kwargs)
 
     def default(self, func: Callable, args: tuple, kwargs: dict) -> Any:
-        out = func(*args, **kwargs)
-        if getattr(func, "__name__", "") == "__get__":  # attributes: x.shape, x.T, x.dtype
-            return out
-        leaves = tree_flatten(out)[0]
-        if not any(isinstance(t, Tensor) and t.is_floating_point() for t in leaves):
-            return out  # sizes, booleans, indices
-        if any(_dep(t) for t in tree_flatten((args, kwargs))[0]):
-            reason = _REFUSED_CALLS.get(func, "its plain gradient is no LRP rule")
-            raise FattrError(
-                f"lrp: the model calls {call_name(func)} on a tensor that depends on the "
-                f"input, and {reason}. Single-backward LRP covers linear and structural calls, "
-                "products, softmax and attention, elementwise activations and normalizations; "
-                "write the operation as a module and map it to a rule (or to None for its plain "
-                "gradient) in a custom composite, or use a gradient method.")
+        return checked(func, args, kwargs, "Single-backward LRP covers linear and structural "
+                       "calls, products, softmax and attention, elementwise activations and "
+                       "normalizations")
+
+
+def checked(func: Callable, args: tuple, kwargs: dict, covers: str) -> Any:
+    """Run a call no route covers; refuse it when it acts on a tensor that depends on the input
+    and returns a floating tensor (sizes, attributes and indices pass)."""
+    out = func(*args, **kwargs)
+    if getattr(func, "__name__", "") == "__get__":  # attributes: x.shape, x.T, x.dtype
         return out
+    leaves = tree_flatten(out)[0]
+    if not any(isinstance(t, Tensor) and t.is_floating_point() for t in leaves):
+        return out
+    if any(_dep(t) for t in tree_flatten((args, kwargs))[0]):
+        reason = _REFUSED_CALLS.get(func, "its plain gradient is no LRP rule")
+        raise FattrError(
+            f"lrp: the model calls {call_name(func)} on a tensor that depends on the input, and "
+            f"{reason}. {covers}; write the operation as a module and map it to a rule (or to "
+            "None for its plain gradient) in a custom composite, or use a gradient method.")
+    return out

@@ -111,7 +111,10 @@ def _normalization(module: nn.Module) -> None:
 
 
 def _identity_module(module: nn.Module, name: str) -> None:
-    """The identity rule on the module's whole forward (an elementwise activation)."""
+    """The identity rule on the module's whole forward (an elementwise activation), out of
+    place (the rule keeps its input)."""
+    if getattr(module, "inplace", None) is True:
+        module.inplace = False  # our copy
     params = {k: v for k, v in module._parameters.items() if v is not None}
     op = parametrized(module, {k: v for k, v in module._buffers.items() if v is not None},
                       tuple(params))

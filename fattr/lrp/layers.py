@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import sys
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -59,14 +60,17 @@ def affine(layer: nn.Module) -> Op:
     return transposed
 
 
-def parametrized(module: nn.Module, buffers: dict[str, Tensor], names: tuple[str, ...]) -> Op:
-    """Any leaf module as `op(x, *parameters)` with the given buffers, without its hooks."""
+def parametrized(module: nn.Module, buffers: dict[str, Tensor], names: tuple[str, ...],
+                 forward: Callable[..., Tensor] | None = None) -> Op:
+    """Any leaf module as `op(x, *parameters)` with the given buffers, without its hooks
+    (`forward`: another class's forward to run, such as a BatchNorm subclass's base class's)."""
+    forward = type(module).forward if forward is None else forward
 
     def op(x: Tensor, *tensors: Tensor) -> Tensor:
         view = copy.copy(module)
         view.__dict__["_parameters"] = dict(zip(names, tensors))
         view.__dict__["_buffers"] = dict(buffers)
-        return type(module).forward(view, x)
+        return forward(view, x)
 
     return op
 

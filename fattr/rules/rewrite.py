@@ -121,6 +121,8 @@ def _swap_children(parent: nn.Module, prefix: str,
         replacement = match(path, child)
         if replacement is not None:
             parent._modules[name] = replacement
+            if getattr(replacement, "rewrite_children", False):  # it kept the child's children
+                _swap_children(replacement, path, match)
         else:
             _swap_children(child, path, match)
 
@@ -204,6 +206,8 @@ class RuleModule(nn.Module):
 
     The replaced module's parameters and buffers become this module's, under the same names,
     and `self.layer` is a parameter-free view of it for its configuration (stride, eps, ...).
+    A replacement that keeps the replaced module's submodules (under their names) sets
+    `rewrite_children = True`, and `rewrite` then matches those too.
     `self.layer_call(x, **params)` runs the original layer's forward with the given tensors.
     """
 

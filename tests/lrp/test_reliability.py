@@ -69,15 +69,35 @@ class Calls(nn.Module):
 @pytest.mark.parametrize(("net", "match"), [
     (WithModule(nn.RMSNorm(8)), r"no LRP rule for 'middle' \(RMSNorm\)"),
     (WithModule(nn.GroupNorm(2, 8)), r"'middle' \(GroupNorm\)"),
-    (WithModule(Square()), r"'middle' \(Square\)"),
     (WithModule(nn.Softmax(-1)), r"'middle' \(Softmax\)"),
-    (WithModule(Scaled()), r"'middle' \(Scaled\)"),
+    (WithModule(nn.LSTM(8, 8)), r"'middle' \(LSTM\)"),
     (Attention(), r"'attn' \(MultiheadAttention\)"),
 ])
 def test_unsupported_modules_are_named_at_construction(net, match):
     f, _ = fattr.functional(net.eval())
     with pytest.raises(fattr.FattrError, match=match):
         fattr.lrp(f)
+
+
+def test_a_parameter_free_module_is_checked_when_it_runs():
+    net = WithModule(Square()).eval()  # x * x: no rule, seen only when the forward runs
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f)
+    with pytest.raises(fattr.FattrError, match="multiplies or divides two tensors of one shape"):
+        attr(params, torch.randn(2, 4), 0)
+
+
+def test_a_learned_scale_passes_relevance():
+    # y = inner(x) * scale with a parameter `scale`: a one-input linear map, so the relevance
+    # of y reaches inner's output unchanged (Pass), as for a scaling by a number
+    net = WithModule(Scaled()).double().eval()
+    with torch.no_grad():
+        net.middle.scale.uniform_(0.5, 2.0)
+    f, params = fattr.functional(net)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    ours = fattr.lrp(f, "epsilon", epsilon=0.0, stabilizer=0.0)(params, x, 1)
+    gxi = fattr.input_x_gradient(f)(params, x, 1)  # LRP-0 on a ReLU net: Gradient x Input
+    torch.testing.assert_close(ours, gxi)
 
 
 @pytest.mark.parametrize(("call", "match"), [
