@@ -21,10 +21,11 @@ Inside a normalization module (an RMSNorm written out, mapped to `FrozenStd`) th
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,11 +56,21 @@ Handler = Callable[..., Any]
 @dataclass
 class State:
     level: int | None
-    gates: dict[int, Tensor]
+    gates: dict[int, tuple[Tensor, bool]]  # id -> (activation output, whether sigmoid-like)
 
 
 _STATE: contextvars.ContextVar[State | None] = contextvars.ContextVar("fattr_lrp_state",
                                                                     default=None)
+
+
+@contextlib.contextmanager
+def forward_state() -> Iterator[None]:
+    """The per-forward state of the routes (entered by the modes of both LRP forms)."""
+    token = _STATE.set(State(rule_level(), {}))
+    try:
+        yield
+    finally:
+        _STATE.reset(token)
 
 
 def _level() -> int | None:
@@ -71,17 +82,42 @@ def _dep(t: Any) -> bool:
     return depends(t, _level())
 
 
-def mark_gate(t: Tensor) -> Tensor:
-    """Record `t` as an activation's output: the gate, if it multiplies another tensor."""
+SIGMOIDS = ("Sigmoid", "Hardsigmoid")
+
+
+def mark_gate(t: Tensor, sigmoid: bool = False) -> Tensor:
+    """Record `t` as an activation's output (`sigmoid`: of a sigmoid-like activation, whose
+    output in (0, 1) gates what it multiplies): a candidate gate of a product."""
     state = _STATE.get()
     if state is not None and isinstance(t, Tensor):
-        state.gates[id(t)] = t
+        state.gates[id(t)] = (t, sigmoid)
     return t
 
 
-def _is_gate(t: Any) -> bool:
+def _gate_kind(t: Any) -> int:
+    """2 for a sigmoid-like activation's output, 1 for another activation's, 0 otherwise."""
     state = _STATE.get()
-    return state is not None and isinstance(t, Tensor) and state.gates.get(id(t)) is t
+    entry = None if state is None or not isinstance(t, Tensor) else state.gates.get(id(t))
+    if entry is None or entry[0] is not t:
+        return 0
+    return 2 if entry[1] else 1
+
+
+def which_gate(a: Tensor, b: Tensor) -> int | None:
+    """Which factor of an elementwise product a * b is the gate (0 or 1): the one that
+    broadcasts to the other's shape (squeeze-and-excitation), else the only sigmoid-like
+    activation's output, else the only activation's output (a gated MLP's
+    act(gate_proj(x)) * up_proj(x)); None when nothing tells."""
+    if a.shape != b.shape:
+        shape = torch.broadcast_shapes(a.shape, b.shape)
+        if a.shape == shape and b.numel() < a.numel():
+            return 1
+        if b.shape == shape and a.numel() < b.numel():
+            return 0
+    kinds = (_gate_kind(a), _gate_kind(b))
+    if kinds[0] != kinds[1]:
+        return 0 if kinds[0] > kinds[1] else 1
+    return None
 
 
 # the rules for functional calls -------------------------------------------------------------
@@ -139,21 +175,7 @@ def product(rules: CallRules, func: Callable, *args: Any, **kwargs: Any) -> Any:
 
 
 def _which_gate(func: Callable, a: Tensor, b: Tensor) -> int | None:
-    """Which factor of an elementwise product is the gate (0 or 1): the one that broadcasts to
-    the other (squeeze-and-excitation), else the only activation output (a gated MLP's
-    act(gate_proj(x)) * up_proj(x)); None when neither tells (a matmul, two such outputs)."""
-    if func in _MATMULS:
-        return None
-    if a.shape != b.shape:
-        shape = torch.broadcast_shapes(a.shape, b.shape)
-        if b.shape != shape and a.shape == shape:
-            return 1
-        if a.shape != shape and b.shape == shape:
-            return 0
-        return None
-    if _is_gate(a) != _is_gate(b):
-        return 0 if _is_gate(a) else 1
-    return None
+    return None if func in _MATMULS else which_gate(a, b)
 
 
 def einsum(rules: CallRules, func: Callable, equation: str, *operands: Any) -> Any:
@@ -166,8 +188,8 @@ def einsum(rules: CallRules, func: Callable, equation: str, *operands: Any) -> A
     if count > 2 or rules.attention is None:
         raise _fail(f"the model calls torch.einsum('{equation}') on {count} tensors that "
                     "depend on the input", _ATTENTION_FIX)
-    if rules.attention == "CPLRP" and sum(_is_gate(t) for t in tensors) == 1:
-        return func(equation, *[frozen(t) if _is_gate(t) else t for t in tensors])
+    if rules.attention == "CPLRP" and sum(_gate_kind(t) > 0 for t in tensors) == 1:
+        return func(equation, *[frozen(t) if _gate_kind(t) else t for t in tensors])
     return scaled(func(equation, *tensors), 0.5)
 
 
@@ -292,7 +314,8 @@ def activation(func: Callable, out_of_place: Callable, x: Any, *args: Any, **kwa
     if not _dep(x):
         return func(x, *args, **kwargs)
     bound = _inplace_free(func, args, kwargs)
-    y = mark_gate(identity_rule(x, lambda t: out_of_place(t, *bound[0], **bound[1])))
+    y = identity_rule(x, lambda t: out_of_place(t, *bound[0], **bound[1]))
+    mark_gate(y, out_of_place in _SIGMOID_CALLS)
     return x.copy_(y) if _is_inplace(func, args, kwargs) else y
 
 
@@ -366,6 +389,7 @@ _ACTIVATION_CALLS: list[tuple[str, Callable, Callable]] = [
     ("SELU", F.selu, F.selu), ("SELU", torch.selu, torch.selu), ("CELU", F.celu, F.celu),
     ("LogSigmoid", F.logsigmoid, F.logsigmoid), ("Softsign", F.softsign, F.softsign),
 ]
+_SIGMOID_CALLS = {fn for family, _, fn in _ACTIVATION_CALLS if family in SIGMOIDS}
 ACTIVATION_FAMILIES = tuple(dict.fromkeys(family for family, _, _ in _ACTIVATION_CALLS))
 _ALWAYS_INPLACE = {torch.relu_, Tensor.relu_, torch.sigmoid_, Tensor.sigmoid_, torch.tanh_,
                    Tensor.tanh_, F.leaky_relu_, F.elu_, F.hardtanh_}
@@ -527,15 +551,15 @@ class GradientMode(RuleMode):
 
     def __init__(self, table: Mapping[Callable, Handler]):
         super().__init__(table, {})
-        self.token: contextvars.Token | None = None
 
     def __enter__(self) -> GradientMode:
-        self.token = _STATE.set(State(rule_level(), {}))
+        self.state = forward_state()
+        self.state.__enter__()
         return super().__enter__()
 
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
-        _STATE.reset(self.token)
+        self.state.__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

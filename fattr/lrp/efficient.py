@@ -47,7 +47,7 @@ from fattr.lrp.calls import (
 )
 from fattr.lrp.canonizers import Sum
 from fattr.lrp.composites import MISSING, First, choose
-from fattr.lrp.layers import BATCHNORMS, normalization_like, parametrized
+from fattr.lrp.layers import BATCHNORMS, normalization_like, parametrized, sigmoid_like
 from fattr.lrp.modified import identity_rule, stabilized
 from fattr.lrp.rules import Epsilon, Norm, Pass
 from fattr.lrp.tree import unrouted
@@ -115,6 +115,7 @@ def _identity_module(module: nn.Module, name: str) -> None:
     place (the rule keeps its input)."""
     if getattr(module, "inplace", None) is True:
         module.inplace = False  # our copy
+    sigmoid = sigmoid_like(module)
     params = {k: v for k, v in module._parameters.items() if v is not None}
     op = parametrized(module, {k: v for k, v in module._buffers.items() if v is not None},
                       tuple(params))
@@ -125,7 +126,7 @@ def _identity_module(module: nn.Module, name: str) -> None:
                              "Pass, an elementwise rule of one input, but the model calls it "
                              f"with {len(args)} positional and {len(kwargs)} keyword arguments.")
         current = [module._parameters[k] for k in params]  # the call's parameters
-        return mark_gate(identity_rule(args[0], op, *current))
+        return mark_gate(identity_rule(args[0], op, *current), sigmoid)
 
     module.forward = identity_forward
 

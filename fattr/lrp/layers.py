@@ -103,3 +103,10 @@ def normalization_like(module: nn.Module) -> bool:
     name = type(module).__name__.lower()
     return not module._modules and not isinstance(module, nn.LayerNorm) and \
         name.endswith(("rmsnorm", "layernorm"))
+
+
+def sigmoid_like(module: nn.Module) -> bool:
+    """A sigmoid-like activation module (torch's, timm's Sigmoid and HardSigmoid...): its output
+    in (0, 1) gates the tensor it multiplies."""
+    return isinstance(module, (nn.Sigmoid, nn.Hardsigmoid)) or \
+        "sigmoid" in type(module).__name__.lower()

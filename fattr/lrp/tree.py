@@ -22,7 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from fattr.errors import FattrError
 from fattr.lrp.attention import RULE_LAYERS
-from fattr.lrp.calls import STRUCTURAL, checked
+from fattr.lrp.calls import STRUCTURAL, checked, forward_state, mark_gate, which_gate
 from fattr.lrp.canonizers import (
     MergedBatchNorm,
     MergedLinear,
@@ -34,14 +34,21 @@ from fattr.lrp.canonizers import (
     run_children,
 )
 from fattr.lrp.composites import MISSING, Choice, First, choose
-from fattr.lrp.layers import BATCHNORMS, LINEAR_LAYERS, affine, parametrized, plain_types
+from fattr.lrp.layers import (
+    BATCHNORMS,
+    LINEAR_LAYERS,
+    affine,
+    parametrized,
+    plain_types,
+    sigmoid_like,
+)
 from fattr.lrp.modified import depends
 from fattr.lrp.relevance import Node, Op, relevance
 from fattr.lrp.rules import Pass
 from fattr.rules.activation import Activation
 from fattr.rules.nonlinearities import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from fattr.rules.passes import rule_level
-from fattr.rules.rewrite import RuleMode, RuleModule, rewrite
+from fattr.rules.rewrite import RuleMode, RuleModule, call_name, rewrite, scope_routes
 
 
 class Gradient:
@@ -118,6 +125,8 @@ class RelevanceLayer(RuleModule):
         y = relevance(x, Node(op, rule, names, where), *tensors)
         if self.bn is not None:
             self.bn.expect(y)
+        if sigmoid_like(self.kind):
+            mark_gate(y, sigmoid=True)
         return run_children(self, y)
 
     def extra_repr(self) -> str:
@@ -130,6 +139,9 @@ ADDITIONS = (torch.add, Tensor.add, Tensor.add_)
 REDUCTIONS = (torch.sum, Tensor.sum, torch.mean, Tensor.mean, F.avg_pool1d, F.avg_pool2d,
               F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)
 SCALINGS = (torch.mul, Tensor.mul, Tensor.mul_, torch.div, Tensor.div, Tensor.div_)
+ATTENTION_CALLS = frozenset((torch.matmul, Tensor.matmul, torch.mm, Tensor.mm, torch.bmm,
+                             Tensor.bmm, torch.einsum, torch.softmax, Tensor.softmax, F.softmax,
+                             F.scaled_dot_product_attention, F.multi_head_attention_forward))
 REFUSED = {fn: "lrp" for fn in (
     torch.matmul, Tensor.matmul, torch.mm, Tensor.mm, torch.bmm, Tensor.bmm, torch.einsum,
     torch.softmax, Tensor.softmax, F.softmax, F.log_softmax, Tensor.log_softmax, F.linear,
@@ -147,7 +159,8 @@ def _activation(activation: Activation, parse: Callable, rule: Any) -> Callable[
     def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         fn, inplace = parse(*args, **kwargs)
         node = Node(fn, rule, where=f"a {activation.name} call")
-        return x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
+        y = x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
+        return mark_gate(y, sigmoid=True) if activation is SIGMOID else y
 
     return routed
 
@@ -188,10 +201,11 @@ _OUT_OF_PLACE = {Tensor.mul_: torch.mul, Tensor.div_: torch.div}
 def _scaling(fn: Callable) -> Callable[..., Tensor]:
     """x * c and x / c for a c that does not depend on the input (a number, a learned scale, a
     buffer): a one-input linear map, whose Epsilon relevance is the relevance itself (Pass); the
-    plain gradient would scale relevance by c. A gate that depends on the input and broadcasts
-    to x (squeeze-and-excitation: x * sigmoid(...) of shape (B, C, 1, 1)) is a constant for the
-    rule, as CP-LRP treats attention weights: all relevance goes to x. A product of two such
-    tensors of one shape (gating, attention) has no rule here: refused."""
+    plain gradient would scale relevance by c. A gate that depends on the input (the factor
+    that broadcasts to x's shape, else a sigmoid's output: squeeze-and-excitation's
+    x * sigmoid(...)) is a constant for the rule, as CP-LRP treats attention weights: all
+    relevance goes to x. Other products of two such tensors (attention, gated MLPs) have no rule
+    here: refused."""
     op = _OUT_OF_PLACE.get(fn, fn)
     node = Node(op, Pass(), where=f"a {op.__name__} by a constant")
 
@@ -203,8 +217,9 @@ def _scaling(fn: Callable) -> Callable[..., Tensor]:
             if op in _MULTIPLY and isinstance(b, Tensor) and depends(b, level):
                 return routed(b, a)  # c * x
             return fn(a, b)
-        if isinstance(b, Tensor) and depends(b, level) and not _gate(op, b, a):
-            if _gate(op, a, b):
+        if isinstance(b, Tensor) and depends(b, level) and \
+                (gate := which_gate(a, b) if op in _MULTIPLY else None) != 1:
+            if gate == 0:
                 return routed(b, a)  # gate * x
             raise FattrError(
                 "lrp: the model multiplies or divides two tensors of one shape that both depend "
@@ -220,12 +235,6 @@ def _scaling(fn: Callable) -> Callable[..., Tensor]:
         return a.copy_(scaled) if fn in _OUT_OF_PLACE else scaled
 
     return routed
-
-
-def _gate(op: Callable, gate: Tensor, x: Tensor) -> bool:
-    """Whether `gate` multiplies `x` as a gate: fewer elements, broadcast to x's shape."""
-    return op in _MULTIPLY and gate.numel() < x.numel() and \
-        torch.broadcast_shapes(gate.shape, x.shape) == x.shape
 
 
 _MULTIPLY = (torch.mul, Tensor.mul)
@@ -298,6 +307,23 @@ class RelevanceMode(RuleMode):
     """The routes of the relevance form; a call no route covers runs when it only moves,
     copies or selects values, or acts on nothing that depends on the input, and is refused
     otherwise (naming it), never passed on as a silent plain gradient."""
+
+    def __enter__(self) -> RelevanceMode:
+        self.state = forward_state()  # the activations' outputs, candidate gates of products
+        self.state.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        self.state.__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in ATTENTION_CALLS and not scope_routes().get(func):
+            raise FattrError(f"lrp: the model calls {call_name(func)} (attention), which this "
+                             "composite has no rule for; use the 'attnlrp' or 'cp_lrp' "
+                             "composite (or add fattr.lrp.AttnLRP() for the attention module "
+                             "to a composite whose rules all have a single-backward form).")
+        return super().__torch_function__(func, types, args, kwargs)
 
     def default(self, func: Callable, args: tuple, kwargs: dict) -> Any:
         if func in STRUCTURAL:

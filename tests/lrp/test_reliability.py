@@ -56,7 +56,11 @@ class Calls(nn.Module):
         if self.call == "matmul":
             h = h @ torch.eye(8)
         elif self.call == "product":
+            h = h * h.flip(-1)
+        elif self.call == "swish":
             h = h * torch.sigmoid(h)
+        elif self.call == "silu":
+            h = nn.functional.silu(h)
         elif self.call == "softmax":
             return torch.softmax(self.out(h), -1)
         elif self.call == "hardswish":
@@ -85,6 +89,18 @@ def test_a_parameter_free_module_is_checked_when_it_runs():
     attr = fattr.lrp(f)
     with pytest.raises(fattr.FattrError, match="multiplies or divides two tensors of one shape"):
         attr(params, torch.randn(2, 4), 0)
+
+
+def test_a_sigmoid_gate_is_a_constant_for_the_rule():
+    # x * sigmoid(x): the sigmoid's output gates x (as in squeeze-and-excitation), so all
+    # relevance goes to x: the same relevance as SiLU's Pass rule
+    x = torch.randn(3, 4, dtype=torch.float64)
+    results = []
+    for call in ("swish", "silu"):
+        net = Calls(call).double().eval()
+        f, params = fattr.functional(net)
+        results.append(fattr.lrp(f, "epsilon")(params, x, 1))
+    torch.testing.assert_close(results[0], results[1])
 
 
 def test_a_learned_scale_passes_relevance():
