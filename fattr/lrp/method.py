@@ -73,10 +73,24 @@ def _relevance_model(model: Model, composite: str | Composite, canonize: bool,
                      rule_params: dict[str, Any]) -> RelevanceModel:
     if not isinstance(canonize, bool):
         raise FattrTypeError(f"lrp: canonize must be True or False, got {canonize!r}.")
-    relevance = RelevanceModel(require_functional(model), resolve(composite, rule_params),
-                               canonize, model.output)
+    base = require_functional(model)
+    resolved = resolve(composite, rule_params)
+    check_names(resolved, base.module)
+    relevance = RelevanceModel(base, resolved, canonize, model.output)
     relevance.tree()  # unsupported modules fail here, at construction
     return relevance
+
+
+def check_names(composite: dict, module: torch.nn.Module) -> None:
+    """Every dotted name the composite maps is a module of the model (else it would silently
+    match nothing)."""
+    names = {name for name, _ in module.named_modules()}
+    for key in composite:
+        if isinstance(key, str) and key not in names:
+            known = sorted(n for n in names if n)[:6]
+            raise FattrError(f"lrp: the composite maps the layer name {key!r}, which the model "
+                             f"does not have; names are those of model.named_modules(), e.g. "
+                             f"{known}.")
 
 
 def model(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canonize: bool = True,

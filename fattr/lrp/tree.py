@@ -117,7 +117,14 @@ class RelevanceLayer(RuleModule):
             op = parametrized(self.kind, buffers, tuple(params))
         return op, tuple(params), tuple(params.values())
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        if len(args) != 1 or kwargs or not isinstance(args[0], Tensor):
+            given = len(args) + len(kwargs)
+            raise FattrError(f"lrp: the composite maps '{self.name}' ({type(self.kind).__name__}) "
+                             f"to {type(self.choice.rule).__name__}, a rule for layers of one "
+                             f"input tensor, but the model calls it with {given} arguments. Map "
+                             "the module to None (its plain gradient), or map its submodules.")
+        x = args[0]
         rule = self.rule()
         with torch._C.DisableTorchFunction():
             op, names, tensors = self.parts()

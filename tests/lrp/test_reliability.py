@@ -244,3 +244,53 @@ def test_non_tensor_outputs_need_an_output_selector():
     inner, inner_params = fattr.functional(f.module.net)
     expected = fattr.lrp(inner, "epsilon")(inner_params, x, 0)
     torch.testing.assert_close(ours, expected)
+
+
+def test_a_composite_naming_a_missing_layer_is_refused():
+    f, _ = fattr.functional(conv_net())
+    with pytest.raises(fattr.FattrError, match=r"lrp: the composite maps the layer name "
+                                               r"'features.0', which the model does not have"):
+        fattr.lrp(f, {"features.0": Flat(), **fattr.lrp.COMPOSITES["epsilon"]()})
+    fattr.lrp(f, {"0": Flat(), **fattr.lrp.COMPOSITES["epsilon"]()})  # an existing name
+
+
+@pytest.mark.parametrize(("low", "high"), [(3.0, -3.0), (torch.tensor([0.0, 2.0]), 1.0)])
+def test_zbox_bounds_must_be_ordered(low, high):
+    with pytest.raises(fattr.FattrError, match="lrp: ZBox needs low <= high"):
+        fattr.lrp.ZBox(low, high)
+    f, _ = fattr.functional(conv_net())
+    with pytest.raises(fattr.FattrError, match="lrp: ZBox needs low <= high"):
+        fattr.lrp(f, "epsilon_gamma_box", low=low, high=high)
+
+
+@pytest.mark.parametrize("rule", [fattr.lrp.AttnLRP, fattr.lrp.CPLRP, fattr.lrp.FrozenStd])
+def test_transformer_rules_refuse_a_negative_epsilon(rule):
+    with pytest.raises(fattr.FattrError, match=rf"lrp: {rule.__name__}\(epsilon=...\) must be "
+                                               r"a number >= 0, got -1e-06"):
+        rule(-1e-6)
+    f, _ = fattr.functional(relu_mlp())
+    with pytest.raises(fattr.FattrError, match="must be a number >= 0"):
+        fattr.lrp(f, "attnlrp", epsilon=-1e-6)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.pair, self.out = nn.Linear(4, 6), nn.Bilinear(6, 6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        return self.out(self.pair(h, h.flip(-1)))
+
+
+def test_a_rule_on_a_module_with_two_inputs_is_refused_by_name():
+    net = TwoInputs().eval()
+    before = state_snapshot(net)
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f, {nn.Bilinear: Epsilon(), nn.Linear: Epsilon()})
+    with pytest.raises(fattr.FattrError, match=r"lrp: the composite maps 'pair' \(Bilinear\) to "
+                                               "Epsilon, a rule for layers of one input tensor, "
+                                               "but the model calls it with 2 arguments"):
+        attr(params, torch.randn(2, 4), 0)
+    assert_unchanged(net, before)
