@@ -301,8 +301,10 @@ def linear(epsilon: float, func: Callable, *args: Any, **kwargs: Any) -> Any:
 
 
 def addition(stabilizer: float, func: Callable, *args: Any, **kwargs: Any) -> Any:
-    """a + b of two tensors that depend on the input: the Norm rule's stabilizer."""
-    if not (_dep(args[0]) and _dep(args[1])):
+    """a + b of two tensors (a residual sum, a position embedding added): the Norm rule's
+    stabilizer, when the sum depends on the input."""
+    a, b = args[0], args[1]
+    if kwargs or not isinstance(b, Tensor) or b.numel() < 2 or not (_dep(a) or _dep(b)):
         return func(*args, **kwargs)
     out = stabilized(_OUT_OF_PLACE.get(func, func)(*args, **kwargs), stabilizer)
     return args[0].copy_(out) if func in _OUT_OF_PLACE else out

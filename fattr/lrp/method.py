@@ -129,28 +129,37 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
             EpsilonPlusFlat: Flat for the first Linear/conv layer, ZPlus for convolutions,
             Epsilon for Linear), `epsilon_plus`, `epsilon`, `epsilon_gamma_box` (ZBox for the
             first convolution, needs `low=`, `high=`; Gamma for the other convolutions),
-            `epsilon_alpha2_beta1`, `epsilon_alpha2_beta1_flat`; for transformers (torchvision
-            `VisionTransformer`) `attnlrp` (Achtibat et al. 2024) and `cp_lrp` (Ali et al.
-            2022): `FrozenStd` for LayerNorm, `AttnLRP` or `CPLRP` for `nn.MultiheadAttention`,
-            Epsilon for Linear, Pass for GELU (`fattr/lrp/attention.py`). Or a mapping from
-            module type, tuple of types, dotted name or `fattr.lrp.first(types)` (the first
+            `epsilon_alpha2_beta1`, `epsilon_alpha2_beta1_flat`; for transformers `attnlrp`
+            (Achtibat et al. 2024) and `cp_lrp` (Ali et al. 2022): the uniform rule on products
+            and attention (CP-LRP: attention weights and gates constant), FrozenStd for
+            LayerNorm and RMSNorm, the identity rule for activations, Epsilon for Linear. These
+            run as ONE forward and ONE backward on the model's own code (torchvision ViT and
+            nn.MultiheadAttention, HuggingFace Llama, Qwen, Gemma, GPT-2 and BERT with eager or
+            SDPA attention, timm ViT, DeiT and Swin; see `fattr/lrp/efficient.py`). Or a mapping
+            from module type, tuple of types, dotted name or `fattr.lrp.first(types)` (the first
             such layer in EXECUTION order) to a rule, or to None for the plain gradient; after
-            it come the base rules: activations Pass, sums and average pools Norm, BatchNorm Pass.
+            it come the base rules: activations (torch's, transformers', timm's) Pass, sums and
+            average pools Norm, BatchNorm Pass, LayerNorm FrozenStd.
         canonize: fold eval BatchNorm into the Linear/conv layer before it (from the call's
-            params) and turn torchvision ResNet residual adds into a Norm sum (default True).
-            In-place modules are always made out-of-place. The user's model is never modified.
+            params; timm's BatchNormAct2d keeps its activation) and turn torchvision ResNet
+            residual adds into a Norm sum (default True; the single-backward form needs
+            neither). In-place modules are always made out-of-place. The user's model is never
+            modified: no class is patched, the rules act on a copy of its module tree.
         output: picks a tensor from the model's output.
-        **rule_params: for a named composite: `epsilon` (1e-6), `stabilizer` (1e-6, the other
+        **rule_params: for a named composite: `epsilon` (1e-6; 0 for `attnlrp` and `cp_lrp`,
+            as lxt: nothing divides in their form), `stabilizer` (the same defaults, the other
             rules' epsilon), `gamma` (0.25), `low`, `high`.
 
     Returns `attr(params, x, target=None) -> Tensor` shaped like x: the relevance itself (the
     rules already include the input: zennit's modified gradient with initial relevance one-hot
     times the output, or captum's normalized relevance times the output). Differentiable in
     params and x (also the relevance with respect to the parameters, which zennit cannot do);
-    works under `vmap` over targets and for `per_example` models. Functional activations and
-    tensor additions in the forward get the rules of their module forms; modules and calls
-    without an LRP rule in the composite (LayerNorm and attention outside `attnlrp`/`cp_lrp`,
-    functional matmul and softmax) raise an error naming them.
+    works under `vmap` over targets and for `per_example` models. Functional activations,
+    products, sums and pooling in the forward get the rules of their module forms; modules and
+    calls without an LRP rule in the composite (attention outside `attnlrp`/`cp_lrp`, `exp`,
+    a division by the input's values, a fused LSTM) raise an error naming them, never a
+    silent plain gradient. A model over input embeddings works as any model: wrap it as
+    `forward(embeds, attention_mask)` returning `model(inputs_embeds=embeds, ...).logits`.
 
     >>> attr = fattr.lrp(f, "epsilon_gamma_box", low=-2.1, high=2.6)
     >>> r = attr(params, x, target=labels)        # r.sum((1, 2, 3)) ~ the target logits
@@ -163,7 +172,11 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
     https://arxiv.org/abs/2106.13200). Differences: BatchNorm is folded exactly (zennit's
     folded BatchNorm keeps a factor 1/sqrt(1 + eps)); "first layer" is the first to run, not
     the first registered; captum's LRP gives MaxPool and BatchNorm the Epsilon rule, fattr the
-    plain gradient (winner takes all) and folding.
+    plain gradient (winner takes all) and folding. AttnLRP/CP-LRP equal lxt's efficient rules
+    (Achtibat et al., https://arxiv.org/abs/2402.05602; Ali et al.,
+    https://arxiv.org/abs/2202.07304), without patching classes, differentiable in the
+    parameters and under `vmap`; normalizations written out (HuggingFace's RMSNorm) compute in
+    at least the input's precision (float64 stays float64 where transformers uses float32).
     """
     base = as_model(f, output, "lrp")
     relevance = Model(_relevance_model(base, composite, canonize, rule_params), None,

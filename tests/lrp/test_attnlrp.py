@@ -220,6 +220,23 @@ def test_equals_hand_written_gradient_x_input(composite):
     assert relative(ours, reference_vit(net, x, other)) > 1e-2  # the attention rule matters
 
 
+@pytest.mark.parametrize("composite", ["attnlrp", "cp_lrp"])
+def test_single_backward_equals_the_layer_by_layer_relevance(composite):
+    # the same rules with stabilizers, once as one modified backward pass and once handed down
+    # layer by layer with a vjp per layer (a Gamma rule, here for no layer, forces that form)
+    net = vit(seed=15)
+    f, params = fattr.functional(net)
+    x = images(seed=16)
+    rules = fattr.lrp.COMPOSITES[composite](epsilon=1e-3, stabilizer=1e-3)
+    single = fattr.lrp.model(f, rules)
+    layered = fattr.lrp.model(f, {nn.Conv3d: Gamma(), **rules})
+    assert single.single_backward and not layered.single_backward
+    ours, theirs = (fattr.saliency(g, abs=False)(params, x, 2) for g in (single, layered))
+    assert relative(ours, theirs) < 1e-12
+    exact = fattr.lrp(f, composite)(params, x, 2)
+    assert relative(ours, exact) > 1e-6  # the stabilizers matter
+
+
 # conservation --------------------------------------------------------------------------------
 
 def test_cp_lrp_conserves_the_logit_on_a_bias_free_vit():
