@@ -211,6 +211,10 @@ def test_llama_equals_the_hand_written_gradient_x_input(composite, impl):
     ours = fattr.lrp(f, composite)(params, x, LAST)
     theirs, logits = reference_llama(net, x, composite, impl == "eager")
     assert relative(ours, theirs) < 1e-12
+    # the same under torch.func (custom Function rule steps instead of plain autograd's nodes)
+    g = fattr.lrp.model(f, composite)
+    transformed = torch.func.grad(lambda v: g(params, v)[:, 5, 3].sum())(x)
+    assert relative(transformed, theirs) < 1e-12
     # the model under LRP is the reference's function (RMSNorm in float64)
     torch.testing.assert_close(fattr.lrp.model(f, composite)(params, x), logits, rtol=1e-12,
                                atol=1e-15)
