@@ -4,10 +4,13 @@ Every module a composite gives a rule becomes a `RelevanceLayer` (it keeps the m
 under their names, so the tree is called with the user's params); functional calls in the
 forward get the rule of their module form (`F.relu`, `x.relu_()`... that of `nn.ReLU`, parsed by
 the activation catalog of `fattr.rules.nonlinearities`; a tensor addition that of `Sum`;
-`mean`/`sum` that of average pooling; `x * c`, `x / c` for a constant c Pass, the Epsilon
-relevance of a one-input linear map); calls with no LRP rule (matmul, softmax, products or
-quotients of two tensors, functional layers, activations the catalog does not parse) and
-modules with no rule raise an error that names them, instead of a silent plain gradient.
+`mean`/`sum`/functional average pooling that of average pooling; `x * c`, `x / c` for a c
+that does not depend on the input, or a gate (squeeze-and-excitation), Pass, the Epsilon
+relevance of a one-input linear map); calls that only move, copy or select values pass; any
+other call on the input's values (matmul, softmax, products of two tensors, functional layers,
+activations the catalog does not parse) and leaves with parameters but no rule raise an error
+that names them, instead of a silent plain gradient. Composites with an attention rule run in
+the single-backward form instead (`fattr.lrp.efficient`).
 """
 
 from __future__ import annotations
