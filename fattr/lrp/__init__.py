@@ -3,11 +3,14 @@
 The module is callable: `fattr.lrp(f, composite="epsilon_plus_flat", **rule_params)` is
 `fattr.lrp.method.lrp` (see its docstring), and it is the namespace of the rules
 (`fattr.lrp.Epsilon`, `Gamma`, `AlphaBeta`, `ZPlus`, `ZBox`, `Flat`, `WSquare`, `Pass`, `Norm`;
-for transformers `AttnLRP`, `CPLRP` (nn.MultiheadAttention) and `FrozenStd` (LayerNorm)),
-of `first(types)` for composites, of the named `COMPOSITES`, of `model(f, composite)` (the model
-with relevance in its gradient slot) and of `canonize(module)`.
+for transformers `AttnLRP`, `CPLRP` (attention) and `FrozenStd` (LayerNorm, RMSNorm)), of
+`first(types)` for composites, of the named `COMPOSITES`, of `model(f, composite)` (the model
+with relevance in its gradient slot) and of `canonize(module)`. The transformer composites
+`attnlrp` and `cp_lrp` run as one forward and one backward (`fattr.lrp.efficient`) on
+HuggingFace, timm and torchvision transformers.
 
 >>> attr = fattr.lrp(f, "epsilon_plus")
+>>> attr = fattr.lrp(f, "attnlrp")          # f: a transformer, e.g. over input embeddings
 >>> attr = fattr.lrp(f, {fattr.lrp.first(nn.Conv2d): fattr.lrp.ZBox(-3, 3),
 ...                      nn.Conv2d: fattr.lrp.Gamma(0.25), nn.Linear: fattr.lrp.Epsilon()})
 """

@@ -41,9 +41,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fattr.errors import FattrError
+from fattr.lrp.calls import CallRules, attention_routes, linear_routes
+from fattr.lrp.layers import parametrized
+from fattr.lrp.modified import frozen, stabilized
 from fattr.lrp.relevance import Node, relevance
-from fattr.lrp.rules import stabilize
-from fattr.rules.rewrite import RuleModule
+from fattr.lrp.rules import check_fields, stabilize
+from fattr.rules.rewrite import RuleModule, scoped
 
 
 def _tensors(module: nn.Module, prefix: str = "") -> dict[str, Tensor]:
@@ -94,6 +97,9 @@ class FrozenStd:
 
     epsilon: float = 1e-6
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+
     def layer(self, module: nn.Module, name: str) -> nn.Module:
         if not isinstance(module, nn.LayerNorm):
             raise FattrError(f"lrp: the FrozenStd rule is for nn.LayerNorm, but the composite "
@@ -107,17 +113,26 @@ class FrozenStd:
 
 
 class NormLayer(RuleModule):
-    """An nn.LayerNorm as one relevance node."""
+    """An nn.LayerNorm, or a subclass with its own forward (timm's LayerNorm2d permutes the
+    channels last), run as written with its F.layer_norm call as one FrozenStd node."""
 
     def __init__(self, module: nn.LayerNorm, name: str, rule: FrozenStd):
         super().__init__(module)
-        names = tuple(_tensors(module))
-        dims = tuple(range(-len(module.normalized_shape), 0))
-        self.__dict__.update(name=name, rule=rule, op=NormOp(dims, module.eps, names))
+        buffers = {k: v for k, v in module._buffers.items() if v is not None}
+        self.__dict__.update(name=name, rule=rule,
+                             op=parametrized(module, buffers, tuple(_tensors(module))))
+        scoped(self, {F.layer_norm: self.frozen})
+
+    def frozen(self, x: Tensor, normalized_shape: Any, weight: Tensor | None = None,
+               bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+        """F.layer_norm as a FrozenStd node."""
+        given = {k: v for k, v in (("weight", weight), ("bias", bias)) if v is not None}
+        op = NormOp(tuple(range(-len(normalized_shape), 0)), eps, tuple(given))
+        node = Node(op, self.rule, op.names, f"'{self.name}' ({type(self.layer).__name__})")
+        return relevance(x, node, *given.values())
 
     def forward(self, x: Tensor) -> Tensor:
-        node = Node(self.op, self.rule, self.op.names, f"'{self.name}' (LayerNorm)")
-        return relevance(x, node, *_tensors(self).values())
+        return self.op(x, *_tensors(self).values())
 
 
 # Attention ---------------------------------------------------------------------------------
@@ -194,13 +209,21 @@ def _check_attention(module: nn.Module, name: str, rule: str) -> None:
 
 
 class AttentionRule:
-    """Base of the attention rules: each brings an `AttentionLayer` for the module."""
+    """Base of the attention rules: each brings an `AttentionLayer` for the module (and a
+    `GradientAttention` for single-backward LRP)."""
 
     epsilon: float
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     def layer(self, module: nn.Module, name: str) -> nn.Module:
         _check_attention(module, name, type(self).__name__)
         return AttentionLayer(module, name, self)
+
+    def gradient_layer(self, module: nn.Module, name: str) -> nn.Module:
+        _check_attention(module, name, type(self).__name__)
+        return GradientAttention(module, name, self)
 
 
 @dataclass(frozen=True)
@@ -290,3 +313,84 @@ class AttentionLayer(RuleModule):
 
 
 RULE_LAYERS = (NormLayer, AttentionLayer)
+
+
+# Single-backward form ------------------------------------------------------------------------
+
+def _float_mask(mask: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """A boolean mask (True: not attended) as an additive float mask."""
+    if mask is None or mask.is_floating_point():
+        return mask
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(mask,
+                                                                               float("-inf"))
+
+
+def merged_mask(attn_mask: Tensor | None, key_padding_mask: Tensor | None, is_causal: bool,
+                batch: int, heads: int, length: int, source: int, dtype: torch.dtype,
+                device: torch.device) -> Tensor | None:
+    """nn.MultiheadAttention's masks as one additive mask broadcastable to (B, heads, L, S)."""
+    mask = _float_mask(attn_mask, dtype)
+    if mask is None and is_causal:
+        mask = _float_mask(torch.ones(length, source, dtype=torch.bool, device=device)
+                           .triu(1), dtype)
+    if mask is not None and mask.dim() == 3:  # (B * heads, L, S)
+        mask = mask.reshape(batch, heads, length, source)
+    padding = _float_mask(key_padding_mask, dtype)
+    if padding is not None:
+        padding = padding.reshape(batch, 1, 1, source)
+        mask = padding if mask is None else mask + padding
+    return mask
+
+
+class GradientAttention(RuleModule):
+    """An nn.MultiheadAttention written out in torch ops for single-backward LRP
+    (`fattr.lrp.calls`): projections, scores, softmax (or fused attention when no weights are
+    returned), masks, cross-attention. Its products and softmax follow its own rule, its
+    projections have no stabilizer, and Epsilon's stabilizer acts on its output: the relevance
+    equals that of `AttentionLayer`. The weights it returns carry no relevance."""
+
+    def __init__(self, module: nn.MultiheadAttention, name: str, rule: AttentionRule):
+        super().__init__(module)
+        self.out_proj = module.out_proj
+        self.__dict__.update(name=name, rule=rule, heads=module.num_heads,
+                             batch_first=module.batch_first)
+        inside = CallRules(attention=type(rule).__name__)
+        scoped(self, {**linear_routes(0.0), **attention_routes(inside)})
+
+    def _batched(self, t: Tensor) -> Tensor:  # (B, S, E)
+        if t.dim() == 2:
+            return t.unsqueeze(0)
+        return t if self.batch_first else t.transpose(0, 1)
+
+    def _heads(self, t: Tensor) -> Tensor:  # (B, S, E) -> (B, heads, S, E / heads)
+        return t.unflatten(-1, (self.heads, -1)).transpose(1, 2)
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor,
+                key_padding_mask: Tensor | None = None, need_weights: bool = True,
+                attn_mask: Tensor | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[Tensor, Tensor | None]:
+        if self.training and self.layer.dropout > 0:
+            raise FattrError(f"lrp: {type(self.rule).__name__} on '{self.name}' "
+                             "(MultiheadAttention): the module is in training mode with "
+                             "dropout; call model.eval().")
+        unbatched = query.dim() == 2
+        w, b = self.in_proj_weight.chunk(3), _split_bias(self.in_proj_bias)
+        xq, xk, xv = self._batched(query), self._batched(key), self._batched(value)
+        q, k, v = (self._heads(F.linear(t, wi, bi)) for t, wi, bi in zip((xq, xk, xv), w, b))
+        batch, _, length, size = q.shape
+        if unbatched and key_padding_mask is not None:
+            key_padding_mask = key_padding_mask.unsqueeze(0)
+        mask = merged_mask(attn_mask, key_padding_mask, is_causal, batch, self.heads, length,
+                           k.shape[2], q.dtype, q.device)
+        weights = None
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(size)
+            a = torch.softmax(scores if mask is None else scores + mask, dim=-1)
+            out = a @ v
+            weights = frozen(a.mean(1) if average_attn_weights else a)
+            weights = weights.squeeze(0) if unbatched else weights
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = F.linear(out.transpose(1, 2).flatten(-2), self.out_proj.weight, self.out_proj.bias)
+        y = y.squeeze(0) if unbatched else (y if self.batch_first else y.transpose(0, 1))
+        return stabilized(y, self.rule.epsilon), weights

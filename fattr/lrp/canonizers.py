@@ -95,6 +95,7 @@ class MergedBatchNorm(RuleModule):
         super().__init__(bn)
         self.name, self.layer_name = name, layer_name
         object.__setattr__(self, "expected", None)
+        keep_children(self, bn)
 
     def expect(self, y: Tensor) -> None:
         object.__setattr__(self, "expected", y)
@@ -107,7 +108,23 @@ class MergedBatchNorm(RuleModule):
                 f"lrp: BatchNorm '{self.name}' follows '{self.layer_name}' in the module order, "
                 f"so it was folded into it, but its input is not that layer's output. Register "
                 "modules in execution order, or pass canonize=False and map BatchNorm to a rule.")
-        return x
+        return run_children(self, x)
+
+
+def keep_children(replacement: RuleModule, bn: nn.Module) -> None:
+    """A BatchNorm with submodules (timm's BatchNormAct2d: BatchNorm, then its `drop` and `act`)
+    keeps them, under their names, to run after the normalization and get their own rules."""
+    if isinstance(bn, BATCHNORMS) and bn._modules:
+        replacement._modules.update(bn._modules)
+        replacement.rewrite_children = True
+
+
+def run_children(module: nn.Module, x: Tensor) -> Tensor:
+    """The kept submodules of a BatchNorm, in order, on its output."""
+    for child in module._modules.values():
+        if child is not None:
+            x = child(x)
+    return x
 
 
 class MergedLinear(RuleModule):
@@ -145,7 +162,7 @@ def batchnorm_pairs(module: nn.Module) -> dict[str, str]:
     module (leaf) order."""
     pairs, previous = {}, None
     for name, leaf in module.named_modules():
-        if leaf._modules:
+        if leaf._modules and not isinstance(leaf, BATCHNORMS):  # timm's BatchNormAct2d counts
             continue
         if previous is not None and isinstance(previous[1], LINEAR_LAYERS) and \
                 isinstance(leaf, BATCHNORMS):

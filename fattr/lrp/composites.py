@@ -24,12 +24,12 @@ from fattr.errors import FattrError, FattrTypeError
 from fattr.lrp.attention import CPLRP, AttnLRP, FrozenStd
 from fattr.lrp.canonizers import Sum
 from fattr.lrp.layers import (
-    ACTIVATIONS,
     AVERAGE_POOLS,
     BATCHNORMS,
     CONVOLUTIONS,
     LINEAR_LAYERS,
     TRANSPOSED,
+    activation_types,
 )
 from fattr.lrp.relevance import Rule
 from fattr.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Norm, Pass, ZBox, ZPlus
@@ -60,8 +60,12 @@ Composite = Mapping[Key, Union[Rule, None]]
 
 
 def base(stabilizer: float = 1e-6) -> dict[Key, Rule]:
-    """zennit's base rules, shared by every composite."""
-    return {ACTIVATIONS: Pass(), (Sum, *AVERAGE_POOLS): Norm(stabilizer), BATCHNORMS: Pass()}
+    """zennit's base rules, shared by every composite (activations include those of
+    transformers and timm), and FrozenStd for LayerNorm (ConvNeXt's LayerNorm2d, which
+    zennit's composites leave without a rule)."""
+    # (nn.LayerNorm,), not nn.LayerNorm: `{nn.LayerNorm: rule, **composite}` keeps `rule`
+    return {activation_types(): Pass(), (Sum, *AVERAGE_POOLS): Norm(stabilizer),
+            BATCHNORMS: Pass(), (nn.LayerNorm,): FrozenStd(stabilizer)}
 
 
 def epsilon(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> dict[Key, Rule]:
@@ -105,18 +109,21 @@ def epsilon_alpha2_beta1_flat(epsilon: float = 1e-6, stabilizer: float = 1e-6
 epsilon_composite = epsilon  # the composites below take an argument named epsilon
 
 
-def attnlrp(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> dict[Key, Rule]:
-    """AttnLRP for transformers: AttnLRP for nn.MultiheadAttention, FrozenStd for LayerNorm,
-    Epsilon for Linear layers and convolutions (the patch embedding), Pass (the identity rule)
-    for activations, Norm for residual sums."""
+def attnlrp(epsilon: float = 0.0, stabilizer: float = 0.0) -> dict[Key, Rule]:
+    """AttnLRP for transformers: the uniform rule on products and attention (AttnLRP for
+    nn.MultiheadAttention and for functional attention), FrozenStd for normalizations, Epsilon
+    for Linear layers and convolutions, the identity rule (Pass) for activations, Norm for
+    sums. Stabilizers default to 0, as lxt's: in the single-backward form nothing divides."""
     return {nn.MultiheadAttention: AttnLRP(epsilon), nn.LayerNorm: FrozenStd(epsilon),
             **epsilon_composite(epsilon, stabilizer)}
 
 
-def cp_lrp(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> dict[Key, Rule]:
-    """attnlrp with CP-LRP for attention: the attention weights are constants."""
+def cp_lrp(epsilon: float = 0.0, stabilizer: float = 0.0) -> dict[Key, Rule]:
+    """attnlrp with CP-LRP for attention: the attention weights (and the gate of a gated
+    product) are constants."""
     return {nn.MultiheadAttention: CPLRP(epsilon), nn.LayerNorm: FrozenStd(epsilon),
             **epsilon_composite(epsilon, stabilizer)}
+
 
 COMPOSITES: dict[str, Callable[..., dict[Key, Rule]]] = {
     "epsilon": epsilon, "epsilon_plus": epsilon_plus, "epsilon_plus_flat": epsilon_plus_flat,

@@ -62,6 +62,16 @@ def _same(x: Tensor) -> Tensor:
     return x
 
 
+def check_fields(rule: Any) -> None:
+    """Every float field of a rule dataclass (epsilon, stabilizer, gamma...) is a number >= 0."""
+    for spec in fields(rule):
+        value = getattr(rule, spec.name)
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if spec.type in ("float", float) and not (numeric and value >= 0):
+            raise FattrError(f"lrp: {type(rule).__name__}({spec.name}=...) must be a number "
+                             f">= 0, got {value!r}.")
+
+
 @dataclass(frozen=True)
 class Term:
     """One modified evaluation of the layer: input modifier, parameter modifier, and whether the
@@ -82,12 +92,7 @@ class LayerRule:
     arithmetic. Every float field of a rule must be >= 0."""
 
     def __post_init__(self) -> None:
-        for spec in fields(self):  # type: ignore[arg-type]
-            value = getattr(self, spec.name)
-            numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if spec.type in ("float", float) and not (numeric and value >= 0):
-                raise FattrError(f"lrp: {type(self).__name__}({spec.name}=...) must be a number "
-                                 f">= 0, got {value!r}.")
+        check_fields(self)
 
     def stabilizer_value(self) -> float:
         return self.stabilizer  # type: ignore[attr-defined]
@@ -244,6 +249,15 @@ class ZBox(LayerRule):
             if not isinstance(value, (int, float, Tensor)) or isinstance(value, bool):
                 raise FattrError(f"lrp: ZBox({name}=...) must be a number or a tensor "
                                  f"broadcastable to the input, got {type(value).__name__}.")
+        low, high = torch.as_tensor(self.low), torch.as_tensor(self.high)
+        try:
+            inverted = bool((low > high.to(low.device)).any())
+        except RuntimeError:
+            raise FattrError(f"lrp: ZBox bounds of shapes {tuple(low.shape)} and "
+                             f"{tuple(high.shape)} do not broadcast together.") from None
+        if inverted:
+            raise FattrError(f"lrp: ZBox needs low <= high (the input's lower and upper bounds), "
+                             f"got low={_show(self.low)} and high={_show(self.high)}; swap them.")
 
     def _bound(self, value: Any, x: Tensor) -> Tensor:
         bound = torch.as_tensor(value, dtype=x.dtype, device=x.device)
@@ -263,6 +277,10 @@ class ZBox(LayerRule):
     def reduce(self, inputs: list[Tensor], grads: list[Tensor]) -> Tensor:
         i, g = inputs, grads
         return i[0] * g[0] - i[1] * g[1] - i[2] * g[2]
+
+
+def _show(value: Any) -> str:
+    return f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else repr(value)
 
 
 def _ones(name: str, p: Tensor) -> Tensor:

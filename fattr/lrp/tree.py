@@ -4,32 +4,54 @@ Every module a composite gives a rule becomes a `RelevanceLayer` (it keeps the m
 under their names, so the tree is called with the user's params); functional calls in the
 forward get the rule of their module form (`F.relu`, `x.relu_()`... that of `nn.ReLU`, parsed by
 the activation catalog of `fattr.rules.nonlinearities`; a tensor addition that of `Sum`;
-`mean`/`sum` that of average pooling; `x * c`, `x / c` for a constant c Pass, the Epsilon
-relevance of a one-input linear map); calls with no LRP rule (matmul, softmax, products or
-quotients of two tensors, functional layers, activations the catalog does not parse) and
-modules with no rule raise an error that names them, instead of a silent plain gradient.
+`mean`/`sum`/functional average pooling that of average pooling; `x * c`, `x / c` for a c
+that does not depend on the input, or a gate (squeeze-and-excitation), Pass, the Epsilon
+relevance of a one-input linear map); calls that only move, copy or select values pass; any
+other call on the input's values (matmul, softmax, products of two tensors, functional layers,
+activations the catalog does not parse) and leaves with parameters but no rule raise an error
+that names them, instead of a silent plain gradient. Composites with an attention rule run in
+the single-backward form instead (`fattr.lrp.efficient`).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from fattr.errors import FattrError
 from fattr.lrp.attention import RULE_LAYERS
-from fattr.lrp.canonizers import MergedBatchNorm, MergedLinear, Sum, canonical, fold, link
+from fattr.lrp.calls import STRUCTURAL, checked, forward_state, mark_gate, which_gate
+from fattr.lrp.canonizers import (
+    MergedBatchNorm,
+    MergedLinear,
+    Sum,
+    canonical,
+    fold,
+    keep_children,
+    link,
+    run_children,
+)
 from fattr.lrp.composites import MISSING, Choice, First, choose
-from fattr.lrp.layers import LINEAR_LAYERS, PLAIN, affine, parametrized
+from fattr.lrp.layers import (
+    BATCHNORMS,
+    LINEAR_LAYERS,
+    affine,
+    parametrized,
+    plain_types,
+    sigmoid_like,
+)
+from fattr.lrp.modified import depends
 from fattr.lrp.relevance import Node, Op, relevance
 from fattr.lrp.rules import Pass
 from fattr.rules.activation import Activation
 from fattr.rules.nonlinearities import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
-from fattr.rules.rewrite import RuleModule, rewrite
+from fattr.rules.passes import rule_level
+from fattr.rules.rewrite import RuleMode, RuleModule, call_name, rewrite, scope_routes
 
 
 class Gradient:
@@ -64,6 +86,7 @@ class RelevanceLayer(RuleModule):
             name=name, choice=choice, claim=claim,
             bn_path=node.bn_path if isinstance(node, MergedLinear) else None,
             bn=None)  # the MergedBatchNorm, set by `link`
+        keep_children(self, node)
 
     @property
     def kind(self) -> nn.Module:
@@ -89,11 +112,22 @@ class RelevanceLayer(RuleModule):
         if isinstance(self.kind, LINEAR_LAYERS):
             return affine(self.kind), tuple(params), tuple(params.values())
         buffers = {k: v for k, v in self._buffers.items() if v is not None}
-        op = self.kind.forward if not params and not buffers else \
-            parametrized(self.kind, buffers, tuple(params))
+        if isinstance(self.kind, BATCHNORMS):  # the normalization only, without kept children
+            op = parametrized(self.kind, buffers, tuple(params), _BatchNorm.forward)
+        elif not params and not buffers:
+            op = self.kind.forward
+        else:
+            op = parametrized(self.kind, buffers, tuple(params))
         return op, tuple(params), tuple(params.values())
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        if len(args) != 1 or kwargs or not isinstance(args[0], Tensor):
+            given = len(args) + len(kwargs)
+            raise FattrError(f"lrp: the composite maps '{self.name}' ({type(self.kind).__name__}) "
+                             f"to {type(self.choice.rule).__name__}, a rule for layers of one "
+                             f"input tensor, but the model calls it with {given} arguments. Map "
+                             "the module to None (its plain gradient), or map its submodules.")
+        x = args[0]
         rule = self.rule()
         with torch._C.DisableTorchFunction():
             op, names, tensors = self.parts()
@@ -101,7 +135,9 @@ class RelevanceLayer(RuleModule):
         y = relevance(x, Node(op, rule, names, where), *tensors)
         if self.bn is not None:
             self.bn.expect(y)
-        return y
+        if sigmoid_like(self.kind):
+            mark_gate(y, sigmoid=True)
+        return run_children(self, y)
 
     def extra_repr(self) -> str:
         return f"{type(self.kind).__name__}, {self.choice}"
@@ -110,8 +146,12 @@ class RelevanceLayer(RuleModule):
 # Functional activations: the rules' catalog parses their calls (in-place forms included).
 CATALOG = (RELU, LEAKY_RELU, ELU, SIGMOID, TANH, SOFTPLUS, GELU, SILU)
 ADDITIONS = (torch.add, Tensor.add, Tensor.add_)
-REDUCTIONS = (torch.sum, Tensor.sum, torch.mean, Tensor.mean)
+REDUCTIONS = (torch.sum, Tensor.sum, torch.mean, Tensor.mean, F.avg_pool1d, F.avg_pool2d,
+              F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d)
 SCALINGS = (torch.mul, Tensor.mul, Tensor.mul_, torch.div, Tensor.div, Tensor.div_)
+ATTENTION_CALLS = frozenset((torch.matmul, Tensor.matmul, torch.mm, Tensor.mm, torch.bmm,
+                             Tensor.bmm, torch.einsum, torch.softmax, Tensor.softmax, F.softmax,
+                             F.scaled_dot_product_attention, F.multi_head_attention_forward))
 REFUSED = {fn: "lrp" for fn in (
     torch.matmul, Tensor.matmul, torch.mm, Tensor.mm, torch.bmm, Tensor.bmm, torch.einsum,
     torch.softmax, Tensor.softmax, F.softmax, F.log_softmax, Tensor.log_softmax, F.linear,
@@ -129,7 +169,8 @@ def _activation(activation: Activation, parse: Callable, rule: Any) -> Callable[
     def routed(x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         fn, inplace = parse(*args, **kwargs)
         node = Node(fn, rule, where=f"a {activation.name} call")
-        return x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
+        y = x.copy_(relevance(x.clone(), node)) if inplace else relevance(x, node)
+        return mark_gate(y, sigmoid=True) if activation is SIGMOID else y
 
     return routed
 
@@ -168,31 +209,45 @@ _OUT_OF_PLACE = {Tensor.mul_: torch.mul, Tensor.div_: torch.div}
 
 
 def _scaling(fn: Callable) -> Callable[..., Tensor]:
-    """x * c and x / c for a constant c: a one-input linear map, whose Epsilon relevance is the
-    relevance itself (Pass); the plain gradient would scale relevance by c. A product of two
-    tensors is an interaction (gating, attention) with no rule here: refused."""
+    """x * c and x / c for a c that does not depend on the input (a number, a learned scale, a
+    buffer): a one-input linear map, whose Epsilon relevance is the relevance itself (Pass); the
+    plain gradient would scale relevance by c. A gate that depends on the input (the factor
+    that broadcasts to x's shape, else a sigmoid's output: squeeze-and-excitation's
+    x * sigmoid(...)) is a constant for the rule, as CP-LRP treats attention weights: all
+    relevance goes to x. Other products of two such tensors (attention, gated MLPs) have no rule
+    here: refused."""
     op = _OUT_OF_PLACE.get(fn, fn)
     node = Node(op, Pass(), where=f"a {op.__name__} by a constant")
 
     def routed(a: Any, b: Any, *args: Any, **kwargs: Any) -> Any:
         if not isinstance(a, Tensor) or not a.is_floating_point() or args or kwargs:
             return fn(a, b, *args, **kwargs)
-        if isinstance(b, Tensor) and b.numel() > 1:
-            if a.numel() > 1:
-                raise FattrError(
-                    "lrp: the model multiplies or divides two tensors elementwise (gating, "
-                    "attention, a learned scale), which LRP has no rule for in fattr. Use a "
-                    "gradient method, or write the operation as a module and map it to a rule "
-                    "in a custom composite.")
+        level = rule_level()
+        if not depends(a, level):
+            if op in _MULTIPLY and isinstance(b, Tensor) and depends(b, level):
+                return routed(b, a)  # c * x
             return fn(a, b)
+        if isinstance(b, Tensor) and depends(b, level) and \
+                (gate := which_gate(a, b) if op in _MULTIPLY else None) != 1:
+            if gate == 0:
+                return routed(b, a)  # gate * x
+            raise FattrError(
+                "lrp: the model multiplies or divides two tensors of one shape that both depend "
+                "on the input (gating, attention), which LRP has no rule for in fattr's "
+                "relevance-form composites. Use the 'attnlrp' or 'cp_lrp' composite (their "
+                "uniform rule), a gradient method, or write the operation as a module and map "
+                "it to a rule in a custom composite.")
         constant = b if isinstance(b, Tensor) else torch.as_tensor(b, dtype=a.dtype,
                                                                     device=a.device)
-        if constant.ndim > a.ndim:
+        if constant.ndim > a.ndim or torch.broadcast_shapes(a.shape, constant.shape) != a.shape:
             return fn(a, b)
         scaled = relevance(a.clone() if fn in _OUT_OF_PLACE else a, node, constant)
         return a.copy_(scaled) if fn in _OUT_OF_PLACE else scaled
 
     return routed
+
+
+_MULTIPLY = (torch.mul, Tensor.mul)
 
 
 def routes(composite: Mapping) -> dict[Callable, Callable]:
@@ -212,7 +267,7 @@ def routes(composite: Mapping) -> dict[Callable, Callable]:
     return table
 
 
-def _unrouted(module: nn.Module) -> nn.Module:
+def unrouted(module: nn.Module) -> nn.Module:
     """Run `module` (our copy) without routing: the user asked for its plain gradient."""
     forward = module.forward
 
@@ -238,21 +293,54 @@ def relevance_tree(module: nn.Module, composite: Mapping, canonize: bool = True)
         kind = current.layer if isinstance(current, MergedLinear) else current
         choice = choose(composite, name, kind)
         if choice is None:
+            if replaced is None and isinstance(current, plain_types()):
+                return unrouted(current)  # its plain gradient hands relevance on as it is
             return replaced
         if choice.first_key is None and choice.rule is None:
             plain.append(current)
-            return _unrouted(current)
+            return unrouted(current)
         if hasattr(choice.rule, "layer") or hasattr(choice.first_rule, "layer"):
             return _own_layer(choice, name, current)
-        if current._modules:
+        if current._modules and not isinstance(current, BATCHNORMS):
             raise FattrError(f"lrp: the composite maps '{name}' ({type(current).__name__}), a "
                              "module with submodules, to a rule; rules apply to leaf layers "
                              "(map it to None to keep its plain gradient).")
         return RelevanceLayer(current, name, choice, claims)
 
-    tree = link(rewrite(module, match, functions=routes(composite), refuse=REFUSED))
+    table = routes(composite)
+    tree = link(rewrite(module, match, mode=lambda: RelevanceMode(table, REFUSED)))
     check_supported(tree, plain)
     return tree
+
+
+class RelevanceMode(RuleMode):
+    """The routes of the relevance form; a call no route covers runs when it only moves,
+    copies or selects values, or acts on nothing that depends on the input, and is refused
+    otherwise (naming it), never passed on as a silent plain gradient."""
+
+    def __enter__(self) -> RelevanceMode:
+        self.state = forward_state()  # the activations' outputs, candidate gates of products
+        self.state.__enter__()
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        super().__exit__(*exc)
+        self.state.__exit__(*exc)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in ATTENTION_CALLS and not scope_routes().get(func):
+            raise FattrError(f"lrp: the model calls {call_name(func)} (attention), which this "
+                             "composite has no rule for; use the 'attnlrp' or 'cp_lrp' "
+                             "composite (or add fattr.lrp.AttnLRP() for the attention module "
+                             "to a composite whose rules all have a single-backward form).")
+        return super().__torch_function__(func, types, args, kwargs)
+
+    def default(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        if func in STRUCTURAL:
+            return func(*args, **kwargs)
+        return checked(func, args, kwargs, "Relevance-form LRP covers layers with rules, "
+                       "activations, sums, means and average pooling, scaling by a constant "
+                       "and structural calls")
 
 
 def _own_layer(choice: Choice, name: str, module: nn.Module) -> nn.Module:
@@ -264,41 +352,39 @@ def _own_layer(choice: Choice, name: str, module: nn.Module) -> nn.Module:
     return choice.rule.layer(module, name)
 
 
+# modules whose nonlinearity no rule reaches: fused kernels, and parameter-free nonlinear leaves
+FUSED = (nn.MultiheadAttention, nn.RNNBase, nn.RNNCellBase, nn.Transformer,
+         nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+NONLINEAR = (nn.Softmax, nn.Softmin, nn.LogSoftmax, nn.Softmax2d, nn.LocalResponseNorm,
+             nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.CrossMapLRN2d)
+
+
 def check_supported(tree: nn.Module, plain: list[nn.Module]) -> None:
-    """Every leaf has a rule, keeps a plain gradient that is right for LRP, or was mapped to
-    None; containers hold no parameters of their own."""
+    """Every leaf with parameters has a rule or was mapped to None, and no fused or nonlinear
+    module is left without one. Parameter-free leaves and containers run under the routes of
+    `RelevanceMode`, which refuse any call on the input's values that has no rule."""
     skip = {id(m) for m in plain}
 
     def visit(name: str, module: nn.Module) -> None:
-        own_rule = (RelevanceLayer, MergedBatchNorm, *RULE_LAYERS, *PLAIN)
+        own_rule = (RelevanceLayer, MergedBatchNorm, *RULE_LAYERS, *plain_types())
         if id(module) in skip or isinstance(module, own_rule):
             return
-        own = [k for k, v in module._parameters.items() if v is not None]
-        if module._modules and (not own or isinstance(module, token_containers())):
+        if module._modules and not isinstance(module, FUSED):
             for child, sub in module._modules.items():
                 if sub is not None:
                     visit(f"{name}.{child}" if name else child, sub)
+            return
+        own = [k for k, v in module._parameters.items() if v is not None]
+        if not own and not isinstance(module, (*FUSED, *NONLINEAR)):
             return
         where = f"'{name}'" if name else "the model itself"
         kind = module.layer if isinstance(module, MergedLinear) else module
         raise FattrError(
             f"lrp: no LRP rule for {where} ({type(kind).__name__}). fattr covers Linear, "
-            "convolutions, BatchNorm, average and max pooling, activations, dropout, flatten and "
-            "residual sums, and LayerNorm and nn.MultiheadAttention self-attention with the "
-            "'attnlrp' and 'cp_lrp' composites. Map the module to a rule "
-            "in a custom composite (e.g. {nn.LayerNorm: fattr.lrp.Pass()}), or to None to keep "
-            "its plain gradient, or use a gradient method.")
+            "convolutions, BatchNorm, LayerNorm, average and max pooling, activations, dropout, "
+            "flatten and residual sums, and attention with the 'attnlrp' and 'cp_lrp' "
+            "composites. Map the module to a rule in a custom composite (e.g. "
+            "{nn.GroupNorm: fattr.lrp.Pass()}), or to None to keep its plain gradient, or use a "
+            "gradient method.")
 
     visit("", tree)
-
-
-@functools.cache
-def token_containers() -> tuple[type, ...]:
-    """Containers whose own parameters are tokens: torchvision's VisionTransformer (the class
-    token, concatenated to the patch tokens: a constant input that keeps its relevance, as a
-    bias) and its Encoder (the positional embedding, added: a routed sum with the Norm rule)."""
-    try:
-        from torchvision.models.vision_transformer import Encoder, VisionTransformer
-    except ImportError:  # torchvision is optional
-        return ()
-    return (VisionTransformer, Encoder)

@@ -16,9 +16,11 @@ An `ActivationRule` applies such backwards to modules (by `rewrite`) and to func
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,8 +70,30 @@ def reads_indices(backward: Backward) -> Backward:
     return backward
 
 
+_APPLIED: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("fattr_rules_applied",
+                                                                          default=None)
+
+
+@contextlib.contextmanager
+def counting() -> Iterator[list[int]]:
+    """Counts the rule applications in its body (one element: the count)."""
+    count = [0]
+    token = _APPLIED.set(count)
+    try:
+        yield count
+    finally:
+        _APPLIED.reset(token)
+
+
+def _applied() -> None:
+    count = _APPLIED.get()
+    if count is not None:
+        count[0] += 1
+
+
 def apply_rule(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> Tensor:
     """fn(x) whose backward follows `backward`, as a custom Function (`passes.RuleStep`)."""
+    _applied()
     if getattr(backward, "reads_indices", False):
         fn = functools.partial(fn, return_indices=True)
     return rule_step(x, ActivationStep(fn, backward, name))
@@ -86,6 +110,7 @@ def apply_hooked(x: Tensor, fn: ActivationFn, backward: Backward, name: str) -> 
     reads the forward pass only through masks (guided, deconvnet, rectgrad): no derivative of
     the attribution reaches the forward values.
     """
+    _applied()
     with torch._C.DisableTorchFunction():
         y = fn(x)
     if not x.requires_grad:

@@ -46,8 +46,11 @@ def _pair(t: Tensor) -> Tensor:
 
 
 def _near(delta: Tensor, eps: float) -> Tensor:
-    """True where |x - x0| < eps (the plain derivative is used there)."""
-    return delta.abs() < eps
+    """True where |x - x0| < eps (the plain derivative is used there). eps is at least the
+    smallest normal number of the dtype: float16 rounds captum's 1e-10 to zero, and 0 / 0
+    would give NaN for every equal pair. A NaN difference (-inf - -inf: a masked attention
+    score in both halves) is near too."""
+    return (delta.abs() < max(eps, torch.finfo(delta.dtype).tiny)) | delta.isnan()
 
 
 def _blend(numerator: Tensor, delta: Tensor, near: Tensor, fallback: Tensor) -> Tensor:
@@ -127,6 +130,7 @@ def rescale_max_pool(g: Tensor, x: Tensor, y: tuple[Tensor, Tensor], fn: Activat
 def deeplift_rule(eps: float = 1e-10) -> ActivationRule:
     """The rescale rules for every covered nonlinearity (for `fattr.rewrite`; the model must
     then be called on doubled batches `cat([x, x0])`)."""
+    eps = check_eps(eps, "deeplift_rule")
     special = ((SOFTMAX, partial(rescale_softmax, eps=eps)),
                *((pool, reads_indices(partial(rescale_max_pool, eps=eps))) for pool in MAX_POOLS),
                *((a, partial(rescale, eps=eps, activation=a)) for a in ELEMENTWISE))
@@ -135,8 +139,33 @@ def deeplift_rule(eps: float = 1e-10) -> ActivationRule:
 
 
 # calls with a nonlinearity the rules cannot see: refused rather than passed as linear
-REFUSED = (F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices,
-           F.scaled_dot_product_attention)
+REFUSED = (F.max_pool1d_with_indices, F.max_pool2d_with_indices, F.max_pool3d_with_indices)
+
+
+def explicit_attention(softmax: Callable[..., Tensor], query: Tensor, key: Tensor,
+                       value: Tensor, attn_mask: Tensor | None = None, dropout_p: float = 0.0,
+                       is_causal: bool = False, scale: float | None = None,
+                       enable_gqa: bool = False) -> Tensor:
+    """F.scaled_dot_product_attention written out, its softmax by `softmax` (the rescale rule):
+    softmax(q k^T * scale + mask) v. The two products are treated as linear, as captum treats
+    every product."""
+    if dropout_p:
+        raise FattrError(f"deeplift: F.scaled_dot_product_attention runs with dropout_p="
+                         f"{dropout_p} (a model in training mode?); call model.eval().")
+    if enable_gqa:
+        repeat = query.shape[-3] // key.shape[-3]
+        key, value = key.repeat_interleave(repeat, -3), value.repeat_interleave(repeat, -3)
+    scale = query.shape[-1] ** -0.5 if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * scale
+    length, source = scores.shape[-2:]
+    lowest = torch.finfo(scores.dtype).min  # finite, as HuggingFace's masks: no inf - inf
+    if is_causal:
+        causal = torch.ones(length, source, dtype=torch.bool, device=scores.device).tril()
+        scores = scores.masked_fill(~causal, lowest)
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, lowest) if attn_mask.dtype == torch.bool \
+            else scores + attn_mask
+    return softmax(scores, dim=-1) @ value
 
 
 def check_eps(eps: float, method: str) -> float:
@@ -150,7 +179,9 @@ def rescaled(model: Model, eps: float) -> Model:
     """`model` with every covered nonlinearity following the rescale rule (errors name
     `model.method`)."""
     rule = dataclasses.replace(deeplift_rule(eps), name=model.method)
-    return under_activation_rule(model, rule, dict.fromkeys(REFUSED, model.method))
+    softmax = rule.function_rules()[torch.softmax]
+    attention = {F.scaled_dot_product_attention: partial(explicit_attention, softmax)}
+    return under_activation_rule(model, rule, dict.fromkeys(REFUSED, model.method), attention)
 
 
 def pair_attribution(model: Model, params: Params, call: Call, xs: Inputs, references: Inputs,
@@ -184,8 +215,11 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
     max-pool rule) and Softmax (rescale, then the mean along the softmax axis subtracted), as
     modules (also in-place ones) and as functional calls; as an extension over captum, GELU and
     SiLU get the rescale rule too (captum passes their plain gradient). Everything else is
-    treated as linear (its plain gradient), as in captum. Max pooling with indices and
-    `F.scaled_dot_product_attention` (a softmax the rule cannot see) raise.
+    treated as linear (its plain gradient), as in captum. `F.scaled_dot_product_attention`
+    (timm's and HuggingFace's attention) is written out so that its softmax gets the rule (its
+    two products, like every product, are linear). Max pooling with indices, and fused modules
+    that compute a covered nonlinearity inside one kernel (nn.LSTM, nn.GRU, nn.RNN,
+    nn.MultiheadAttention), raise, naming the module: captum treats them as linear silently.
 
     Differences from captum's DeepLift, each a captum bug: a module used twice works (captum
     raises, issue 1082); a nonlinear module fed directly by another (ReLU then MaxPool, as in
@@ -195,7 +229,9 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
 
     Args:
         f: a model from `fattr.functional(model)` (or `fattr.per_example` of one).
-        eps: below this |v - v0| the plain derivative is used (default 1e-10, as captum).
+        eps: below this |v - v0| the plain derivative is used (default 1e-10, as captum;
+            at least the dtype's smallest normal number, 6.1e-5 for float16, where 1e-10 would
+            round to zero and every equal pair would give NaN).
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, baseline=None)` shaped like x; `baseline` is the

@@ -85,6 +85,13 @@ def rule_applies(level: int | None) -> bool:
     return level is None or _grad_at(level)
 
 
+def only_rule_level(level: int | None) -> bool:
+    """Whether no torch.func transform but the rule level's `grad` is active: nothing
+    differentiates the attribution, nothing batches it (plain autograd counts as none)."""
+    stack = _functorch.get_interpreter_stack() or ()
+    return all(i.level() == level and i.key() == _functorch.TransformType.Grad for i in stack)
+
+
 def _differentiable_below(level: int, tensors: tuple[Tensor | None, ...]) -> bool:
     stack = _functorch.get_interpreter_stack() or ()
     if any(i.key() in _DIFFERENTIATING and i.level() < level for i in stack):

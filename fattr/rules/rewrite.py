@@ -9,12 +9,17 @@ model is called with the user's own `params` dict and stays differentiable in it
 
 Activations called functionally (`F.relu`, `torch.relu`, `Tensor.relu`, ...) inside the
 rewritten model get the rule too: the copy's root runs its forward under a `TorchFunctionMode`
-that routes each covered function to the rule, and calls named in `refuse` raise.
+that routes each covered function to the rule, and calls named in `refuse` raise. A module of the
+copy can run its forward under its own routes (`scoped`), which take precedence inside it: a
+normalization whose internal `rsqrt` is a constant for the rule, say.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import contextvars
+import types
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
 
 import torch
@@ -68,7 +73,8 @@ def _matcher(rules: Rules) -> Callable[[str, nn.Module], nn.Module | None]:
 
 def rewrite(module: nn.Module, rules: Rules, *,
             functions: Mapping[Callable, FunctionRule] | None = None,
-            refuse: Mapping[Callable, str] | None = None) -> nn.Module:
+            refuse: Mapping[Callable, str] | None = None,
+            mode: Callable[[], TorchFunctionMode] | None = None) -> nn.Module:
     """A new module tree, sharing parameters with `module`, with matched modules replaced.
 
     Args:
@@ -80,6 +86,8 @@ def rewrite(module: nn.Module, rules: Rules, *,
             `torch.relu`, `Tensor.relu`) mapped to replacements with the same signature.
         refuse: torch functions that must not be called under these rules, mapped to the
             reason; calling one raises a `FattrError` that names the call.
+        mode: instead of `functions` and `refuse`, a factory of the `TorchFunctionMode` (a
+            `RuleMode`) each forward of the copy runs under (a new one per call).
 
     Returns a module whose `named_parameters()`/`named_buffers()` names equal the original's,
     so `torch.func.functional_call(rewritten, params, x)` works with the user's params.
@@ -96,8 +104,11 @@ def rewrite(module: nn.Module, rules: Rules, *,
         root = replaced
     else:
         _swap_children(root, "", match)
-    if functions or refuse:
-        _route_functions(root, dict(functions or {}), dict(refuse or {}))
+    if mode is None and (functions or refuse):
+        table, refused = dict(functions or {}), dict(refuse or {})
+        mode = lambda: RuleMode(table, refused)
+    if mode is not None:
+        _route_functions(root, mode)
     return root
 
 
@@ -110,12 +121,31 @@ def _swap_children(parent: nn.Module, prefix: str,
         replacement = match(path, child)
         if replacement is not None:
             parent._modules[name] = replacement
+            if getattr(replacement, "rewrite_children", False):  # it kept the child's children
+                _swap_children(replacement, path, match)
         else:
             _swap_children(child, path, match)
 
 
+_NO_SCOPE: Mapping[Callable, FunctionRule] = types.MappingProxyType({})
+_SCOPE: contextvars.ContextVar[Mapping[Callable, FunctionRule]] = \
+    contextvars.ContextVar("fattr_rule_scope", default=_NO_SCOPE)
+
+
+def scope_routes() -> Mapping[Callable, FunctionRule]:
+    """The routes of the `scoped` modules whose forward is running (innermost first)."""
+    return _SCOPE.get()
+
+
+def call_name(func: Callable) -> str:
+    """How an error names a torch function (`torch.matmul`, `Tensor.softmax`, ...)."""
+    name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
+    return name.replace("_VariableFunctionsClass.", "torch.").replace("TensorBase.", "Tensor.")
+
+
 class RuleMode(TorchFunctionMode):
-    """Routes covered torch functions to their rule; refused functions raise."""
+    """Routes covered torch functions to their rule; refused functions raise. Inside a module
+    run by `scoped`, that module's routes come first."""
 
     def __init__(self, functions: Mapping[Callable, FunctionRule], refuse: Mapping[Callable, str]):
         super().__init__()
@@ -124,25 +154,51 @@ class RuleMode(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        rule = self.functions.get(func)
+        rule = _SCOPE.get().get(func) or self.functions.get(func)
         if rule is not None:
             return rule(*args, **kwargs)
         if func in self.refuse:
-            name = getattr(func, "__qualname__", getattr(func, "__name__", repr(func)))
-            raise FattrError(f"{self.refuse[func]}: the model calls {name} functionally, which "
-                             "this method has no rule for. Replace the call with its nn module "
-                             "(e.g. nn.GELU()) or choose another method.")
+            raise FattrError(f"{self.refuse[func]}: the model calls {call_name(func)} "
+                             "functionally, which this method has no rule for. Replace the call "
+                             "with its nn module (e.g. nn.GELU()) or choose another method.")
+        return self.default(func, args, kwargs)
+
+    def default(self, func: Callable, args: tuple, kwargs: dict) -> Any:
+        """A call no route covers: run as it is (subclasses may check it)."""
         return func(*args, **kwargs)
 
 
-def _route_functions(root: nn.Module, functions: dict, refuse: dict) -> None:
+def _route_functions(root: nn.Module, mode: Callable[[], TorchFunctionMode]) -> None:
     forward = type(root).forward.__get__(root)
 
     def routed_forward(*args: Any, **kwargs: Any) -> Any:
-        with RuleMode(functions, refuse):
+        with mode():
             return forward(*args, **kwargs)
 
     root.forward = routed_forward  # an instance attribute of the copy only
+
+
+@contextlib.contextmanager
+def scope(functions: Mapping[Callable, FunctionRule]) -> Iterator[None]:
+    """Inside this context, `functions` take precedence over the routes of the running copy."""
+    token = _SCOPE.set({**_SCOPE.get(), **functions})
+    try:
+        yield
+    finally:
+        _SCOPE.reset(token)
+
+
+def scoped(module: nn.Module, functions: Mapping[Callable, FunctionRule]) -> nn.Module:
+    """`module` (a node of a rewritten copy) with its forward run under `functions`, which take
+    precedence over the copy's routes inside it (and inside its submodules). Returns `module`."""
+    forward = module.forward
+
+    def scoped_forward(*args: Any, **kwargs: Any) -> Any:
+        with scope(functions):
+            return forward(*args, **kwargs)
+
+    module.forward = scoped_forward  # an instance attribute of the copy only
+    return module
 
 
 class RuleModule(nn.Module):
@@ -150,6 +206,8 @@ class RuleModule(nn.Module):
 
     The replaced module's parameters and buffers become this module's, under the same names,
     and `self.layer` is a parameter-free view of it for its configuration (stride, eps, ...).
+    A replacement that keeps the replaced module's submodules (under their names) sets
+    `rewrite_children = True`, and `rewrite` then matches those too.
     `self.layer_call(x, **params)` runs the original layer's forward with the given tensors.
     """
 

@@ -56,7 +56,11 @@ class Calls(nn.Module):
         if self.call == "matmul":
             h = h @ torch.eye(8)
         elif self.call == "product":
+            h = h * h.flip(-1)
+        elif self.call == "swish":
             h = h * torch.sigmoid(h)
+        elif self.call == "silu":
+            h = nn.functional.silu(h)
         elif self.call == "softmax":
             return torch.softmax(self.out(h), -1)
         elif self.call == "hardswish":
@@ -67,17 +71,50 @@ class Calls(nn.Module):
 
 
 @pytest.mark.parametrize(("net", "match"), [
-    (WithModule(nn.LayerNorm(8)), r"no LRP rule for 'middle' \(LayerNorm\)"),
+    (WithModule(nn.RMSNorm(8)), r"no LRP rule for 'middle' \(RMSNorm\)"),
     (WithModule(nn.GroupNorm(2, 8)), r"'middle' \(GroupNorm\)"),
-    (WithModule(Square()), r"'middle' \(Square\)"),
     (WithModule(nn.Softmax(-1)), r"'middle' \(Softmax\)"),
-    (WithModule(Scaled()), r"'middle' \(Scaled\)"),
+    (WithModule(nn.LSTM(8, 8)), r"'middle' \(LSTM\)"),
     (Attention(), r"'attn' \(MultiheadAttention\)"),
 ])
 def test_unsupported_modules_are_named_at_construction(net, match):
     f, _ = fattr.functional(net.eval())
     with pytest.raises(fattr.FattrError, match=match):
         fattr.lrp(f)
+
+
+def test_a_parameter_free_module_is_checked_when_it_runs():
+    net = WithModule(Square()).eval()  # x * x: no rule, seen only when the forward runs
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f)
+    with pytest.raises(fattr.FattrError, match="multiplies or divides two tensors of one shape"):
+        attr(params, torch.randn(2, 4), 0)
+
+
+def test_a_sigmoid_gate_is_a_constant_for_the_rule():
+    # x * sigmoid(x): the sigmoid's output gates x (as in squeeze-and-excitation), so all
+    # relevance goes to x: the same relevance as SiLU's Pass rule
+    x = torch.randn(3, 4, dtype=torch.float64)
+    results = []
+    for call in ("swish", "silu"):
+        torch.manual_seed(0)
+        net = Calls(call).double().eval()
+        f, params = fattr.functional(net)
+        results.append(fattr.lrp(f, "epsilon")(params, x, 1))
+    torch.testing.assert_close(results[0], results[1])
+
+
+def test_a_learned_scale_passes_relevance():
+    # y = inner(x) * scale with a parameter `scale`: a one-input linear map, so the relevance
+    # of y reaches inner's output unchanged (Pass), as for a scaling by a number
+    net = WithModule(Scaled()).double().eval()
+    with torch.no_grad():
+        net.middle.scale.uniform_(0.5, 2.0)
+    f, params = fattr.functional(net)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    ours = fattr.lrp(f, "epsilon", epsilon=0.0, stabilizer=0.0)(params, x, 1)
+    gxi = fattr.input_x_gradient(f)(params, x, 1)  # LRP-0 on a ReLU net: Gradient x Input
+    torch.testing.assert_close(ours, gxi)
 
 
 @pytest.mark.parametrize(("call", "match"), [
@@ -207,3 +244,53 @@ def test_non_tensor_outputs_need_an_output_selector():
     inner, inner_params = fattr.functional(f.module.net)
     expected = fattr.lrp(inner, "epsilon")(inner_params, x, 0)
     torch.testing.assert_close(ours, expected)
+
+
+def test_a_composite_naming_a_missing_layer_is_refused():
+    f, _ = fattr.functional(conv_net())
+    with pytest.raises(fattr.FattrError, match=r"lrp: the composite maps the layer name "
+                                               r"'features.0', which the model does not have"):
+        fattr.lrp(f, {"features.0": Flat(), **fattr.lrp.COMPOSITES["epsilon"]()})
+    fattr.lrp(f, {"0": Flat(), **fattr.lrp.COMPOSITES["epsilon"]()})  # an existing name
+
+
+@pytest.mark.parametrize(("low", "high"), [(3.0, -3.0), (torch.tensor([0.0, 2.0]), 1.0)])
+def test_zbox_bounds_must_be_ordered(low, high):
+    with pytest.raises(fattr.FattrError, match="lrp: ZBox needs low <= high"):
+        fattr.lrp.ZBox(low, high)
+    f, _ = fattr.functional(conv_net())
+    with pytest.raises(fattr.FattrError, match="lrp: ZBox needs low <= high"):
+        fattr.lrp(f, "epsilon_gamma_box", low=low, high=high)
+
+
+@pytest.mark.parametrize("rule", [fattr.lrp.AttnLRP, fattr.lrp.CPLRP, fattr.lrp.FrozenStd])
+def test_transformer_rules_refuse_a_negative_epsilon(rule):
+    with pytest.raises(fattr.FattrError, match=rf"lrp: {rule.__name__}\(epsilon=...\) must be "
+                                               r"a number >= 0, got -1e-06"):
+        rule(-1e-6)
+    f, _ = fattr.functional(relu_mlp())
+    with pytest.raises(fattr.FattrError, match="must be a number >= 0"):
+        fattr.lrp(f, "attnlrp", epsilon=-1e-6)
+
+
+class TwoInputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.pair, self.out = nn.Linear(4, 6), nn.Bilinear(6, 6, 6), nn.Linear(6, 2)
+
+    def forward(self, x):
+        h = self.inp(x)
+        return self.out(self.pair(h, h.flip(-1)))
+
+
+def test_a_rule_on_a_module_with_two_inputs_is_refused_by_name():
+    net = TwoInputs().eval()
+    before = state_snapshot(net)
+    f, params = fattr.functional(net)
+    attr = fattr.lrp(f, {nn.Bilinear: Epsilon(), nn.Linear: Epsilon()})
+    with pytest.raises(fattr.FattrError, match=r"lrp: the composite maps 'pair' \(Bilinear\) to "
+                                               "Epsilon, a rule for layers of one input tensor, "
+                                               "but the model calls it with 2 arguments"):
+        attr(params, torch.randn(2, 4), 0)
+    assert_unchanged(net, before)

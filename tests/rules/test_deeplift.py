@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -178,9 +180,7 @@ def test_unsupported_forms_raise():
         fattr.deeplift(f)(params, torch.randn(1, 1, 4, 4), None)
     for call, match in [(lambda v: F.max_pool2d(v, 2, return_indices=True)[0],
                          "deeplift: the model calls max_pool2d_with_indices functionally"),
-                        (lambda v: F.softmax(v), "softmax without an explicit dim"),
-                        (lambda v: F.scaled_dot_product_attention(v, v, v),
-                         "deeplift: the model calls scaled_dot_product_attention")]:
+                        (lambda v: F.softmax(v), "softmax without an explicit dim")]:
         f, params = fattr.functional(Calls(call).double().eval())
         with pytest.raises(FattrError, match=match):
             fattr.deeplift(f)(params, torch.randn(2, 1, 8, 8, dtype=torch.float64), 0)
@@ -190,3 +190,28 @@ def test_deeplift_shap_errors_name_deeplift_shap():
     f, params = fattr.functional(Calls(lambda v: F.softmax(v)).double().eval())
     with pytest.raises(FattrError, match="deeplift_shap: the model calls Softmax"):
         fattr.deeplift_shap(f)(params, torch.randn(2, 1, 8, 8, dtype=torch.float64), 0)
+
+
+def test_fused_attention_is_written_out_with_the_softmax_rule():
+    # F.scaled_dot_product_attention (timm's and HuggingFace's attention) equals the same
+    # attention written with matmul and softmax, whose softmax DeepLIFT's rule reaches
+    def fused(v):  # 3 tokens (the channels) of 64 features
+        q = v.flatten(2)
+        out = F.scaled_dot_product_attention(q, q.flip(-1), q, is_causal=True)
+        return out.reshape(v.shape)
+
+    def explicit(v):
+        q = v.flatten(2)
+        scores = q @ q.flip(-1).transpose(-2, -1) / math.sqrt(q.shape[-1])
+        causal = torch.ones(3, 3, dtype=torch.bool).tril()
+        out = torch.softmax(scores.masked_fill(~causal, float("-inf")), -1) @ q
+        return out.reshape(v.shape)
+
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    results = []
+    for call in (fused, explicit):
+        f, params = fattr.functional(Calls(call).double().eval())
+        results.append(fattr.deeplift(f)(params, x, 1, baseline=0.1))
+    torch.testing.assert_close(results[0], results[1])
+    plain = x * fattr.saliency(f, abs=False)(params, x, 1)
+    assert (results[0] - plain).abs().max() > 1e-3

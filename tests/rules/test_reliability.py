@@ -167,3 +167,99 @@ def test_float32_models():
     a = fattr.deeplift(f)(params, x, 0)
     assert a.dtype == torch.float32
     assert fattr.completeness_gap(f, params, x, a, 0).abs().max() < 1e-3
+
+
+# fused modules, nothing to act on, float16 ---------------------------------------------------
+
+class Recurrent(nn.Module):
+    """A sequence model (B, T, 5) -> (B, 3) around a fused recurrent or attention module."""
+
+    def __init__(self, kind: str):
+        super().__init__()
+        torch.manual_seed(0)
+        self.kind = kind
+        self.core = {"lstm": lambda: nn.LSTM(5, 6, batch_first=True),
+                     "gru": lambda: nn.GRU(5, 6, batch_first=True),
+                     "rnn_relu": lambda: nn.RNN(5, 6, nonlinearity="relu", batch_first=True),
+                     "attention": lambda: nn.MultiheadAttention(5, 1, batch_first=True)}[kind]()
+        self.head = nn.Linear(6 if kind != "attention" else 5, 3)
+
+    def forward(self, x):
+        h = self.core(x, x, x)[0] if self.kind == "attention" else self.core(x)[0]
+        return self.head(torch.relu(h[:, -1]))
+
+
+@pytest.mark.parametrize(("kind", "inside"), [("lstm", "Sigmoid and Tanh"),
+                                              ("gru", "Sigmoid and Tanh"),
+                                              ("rnn_relu", "ReLU"), ("attention", "Softmax")])
+@pytest.mark.parametrize("method", ["deeplift", "deeplift_shap", "layer_deeplift"])
+def test_deeplift_refuses_fused_modules_naming_them(kind, inside, method):
+    net = Recurrent(kind).double().eval()
+    before = state_snapshot(net)
+    f, _ = fattr.functional(net)
+    make = {"deeplift": fattr.deeplift, "deeplift_shap": fattr.deeplift_shap,
+            "layer_deeplift": lambda g: fattr.layer_deeplift(g, "head")}[method]
+    with pytest.raises(FattrError, match=rf"{method}: 'core' \(\w+\) computes {inside} inside "
+                                         "one fused kernel, which the rule cannot reach"):
+        make(f)
+    assert_unchanged(net, before)
+
+
+def test_sign_rules_refuse_a_fused_relu_and_pass_other_fused_modules():
+    f, params = fattr.functional(Recurrent("rnn_relu").double().eval())
+    with pytest.raises(FattrError, match=r"guided_backprop: 'core' \(RNN\) computes ReLU"):
+        fattr.guided_backprop(f)
+    # an LSTM has no ReLU inside: guided backprop acts on the ReLU after it
+    g, params = fattr.functional(Recurrent("lstm").double().eval())
+    x = torch.randn(2, 4, 5, dtype=torch.float64)
+    assert fattr.guided_backprop(g)(params, x, 1).shape == x.shape
+
+
+class Gelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(5, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(nn.functional.gelu(self.a(x)))
+
+
+@pytest.mark.parametrize("method", SIGN_METHODS, ids=["guided", "deconv", "rectgrad"])
+@pytest.mark.parametrize("mode", ["function", "hook"])
+def test_sign_rules_with_nothing_to_act_on_say_so(method, mode):
+    net = Gelu().double().eval()  # GELU only, as a ViT: the rule would be the plain gradient
+    before = state_snapshot(net)
+    f, params = fattr.functional(net)
+    with pytest.raises(FattrError, match=r"\w+: the model has no ReLU \(module or functional "
+                                         r"call\) for the rule to act on, so the result would "
+                                         "be the plain gradient"):
+        method(f, mode=mode)(params, torch.randn(2, 5, dtype=torch.float64), 0)
+    assert_unchanged(net, before)
+
+
+def test_float16_deeplift_is_finite():
+    # float16 rounds the default eps 1e-10 to zero: equal pairs (a ReLU off in both halves, a
+    # reference equal to x) gave 0 / 0 = NaN everywhere; eps is now at least float16's tiny
+    net = mlp().half()
+    f, params = fattr.functional(net)
+    x = torch.randn(4, 5).half()
+    reference = fattr.deeplift(fattr.functional(mlp().float())[0])(
+        {k: v.float() for k, v in params.items()}, x.float(), 1, baseline=0.0)
+    results = {
+        "deeplift": fattr.deeplift(f)(params, x, 1, baseline=0.0),
+        "deeplift_shap": fattr.deeplift_shap(f)(params, x, 1,
+                                                baselines=torch.zeros(2, 5).half()),
+        "layer_deeplift": fattr.layer_deeplift(f, "0")(params, x, 1, baseline=0.0),
+    }
+    for name, a in results.items():
+        assert a.dtype == torch.float16 and torch.isfinite(a).all(), name
+    torch.testing.assert_close(results["deeplift"].float(), reference, rtol=2e-2, atol=2e-3)
+    same = fattr.deeplift(f)(params, x, 1, baseline=x)  # x equals its reference everywhere
+    assert torch.isfinite(same).all() and same.abs().max() == 0
+
+
+def test_deeplift_rule_refuses_a_negative_eps():
+    for eps in (-1e-10, 0.0):
+        with pytest.raises(FattrError, match="deeplift_rule: eps must be a positive number"):
+            fattr.rules.deeplift_rule(eps)
