@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from fattr.core.checks import check_count
-from fattr.errors import FattrTypeError
+from fattr.errors import FattrError, FattrTypeError
 from fattr.llm.features import FeatureSpec, token_groups
 from fattr.llm.inputs import (
     Batch,
@@ -64,7 +64,9 @@ def attribute(model: nn.Module, tokenizer: Any, prompt: Any, target: Any = None,
             "gradient_shap" (on the input embeddings, as captum's LLMGradientAttribution with
             the Layer* method on the embedding layer), "feature_ablation",
             "shapley_value_sampling", "lime", "kernel_shap" (perturbing prompt features, as
-            captum's LLMAttribution).
+            captum's LLMAttribution), or "lrp": AttnLRP (`composite="attnlrp"`, the default)
+            or CP-LRP (`composite="cp_lrp"`) of each token's logit (`fattr.lrp` on the input
+            embeddings; one forward pass and one vmapped backward pass for all tokens).
         max_new_tokens: how many tokens to generate when target is None (default 16).
         baseline: a token id, or an embedding (d,) (a distribution (K, d) for gradient_shap),
             put at a feature's tokens to remove it; None is token id 0 (captum's default).
@@ -111,6 +113,12 @@ def attribute(model: nn.Module, tokenizer: Any, prompt: Any, target: Any = None,
                              f"{include_prefix!r}.")
     if target_chunk is not None:
         check_count(target_chunk, "target_chunk", NAME)
+    if spec.logit_only:
+        if score not in ("log_prob", "logit"):
+            raise FattrError(f"{NAME}: method 'lrp' explains the logit of each target token "
+                             f"(relevance is a redistribution of the output), got score={score!r}."
+                             " Leave score at its default or pass score='logit'.")
+        score = "logit"
     scoring = as_score(score)
     kwargs = constructor_kwargs(method, spec, method_kwargs, batch_size, NAME)
     embeddings = check_model(model, NAME)

@@ -32,6 +32,7 @@ class Method:
     per_call: tuple[str, ...] = ()
     renames: tuple[tuple[str, str], ...] = ()   # llm keyword -> fattr keyword
     linear: Callable[[dict], bool] = lambda kwargs: True
+    logit_only: bool = False  # explains the logit (LRP redistributes the output itself)
 
 
 METHODS = {
@@ -40,6 +41,8 @@ METHODS = {
     "integrated_gradients": Method(fattr.integrated_gradients, True, ("baseline",),
                                    (("quadrature", "method"),)),
     "gradient_shap": Method(fattr.gradient_shap, True, ("baselines", "generator")),
+    "lrp": Method(lambda f, composite="attnlrp", **rules: fattr.lrp(f, composite, **rules),
+                  True, logit_only=True),
     "feature_ablation": Method(fattr.feature_ablation, False, ("baseline",)),
     "shapley_value_sampling": Method(fattr.shapley_value_sampling, False,
                                      ("baseline", "generator")),
@@ -59,6 +62,8 @@ def constructor_kwargs(method: str, spec: Method, given: dict[str, Any],
                        batch_size: int | None, caller: str) -> dict[str, Any]:
     """`method_kwargs` (and `batch_size`) checked against the fattr constructor's arguments."""
     renamed = dict(spec.renames)
+    if spec.logit_only:  # fattr.lrp: a composite and its rule parameters, nothing else checked
+        return dict(given)
     taken = {n for n in inspect.signature(spec.build).parameters if n not in ("f", "output")}
     allowed = (taken - set(renamed.values()) - {"batch_size"}) | set(renamed)
     unknown = sorted(set(given) - allowed)
