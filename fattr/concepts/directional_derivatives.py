@@ -9,7 +9,8 @@ import torch
 from torch import Tensor
 
 from fattr.concepts.cav import CAV
-from fattr.core.model import Call, ModelFn, Params, as_model, attribution
+from fattr.core.call import Call, attribution
+from fattr.core.model import ModelFn, Params, as_model
 from fattr.errors import FattrError, FattrTypeError
 from fattr.layers.taps import LayerSpec, Tap
 
@@ -39,15 +40,15 @@ def directional_derivatives(f: ModelFn, layer: LayerSpec, cavs: CAVs, *,
     vectors = cav_matrix(cavs, tap.names[0], "directional_derivatives")
 
     def compute(params: Params, call: Call) -> Tensor:
-        gradient = tap.gradients(params, call.x, call.target).gradients[0].flatten(1)
+        gradient = tap.one(tap.gradients(params, call, call.inputs).gradients).flatten(1)
         if gradient.shape[1] != vectors.shape[1]:
             raise FattrError(f"directional_derivatives: the CAVs have {vectors.shape[1]} "
                              f"entries but layer {tap.names[0]!r} has {gradient.shape[1]} "
                              "outputs per example; train the CAVs at this layer.")
         return gradient @ vectors.to(gradient).T
 
-    def empty(x: Tensor) -> Tensor:
-        return x.new_zeros(0, vectors.shape[0])
+    def empty(call: Call) -> Tensor:
+        return call.first.new_zeros(0, vectors.shape[0])
 
     return attribution(model, compute, empty=empty, doc=directional_derivatives.__doc__)
 

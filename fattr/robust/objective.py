@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from fattr.core.call import Call, Extras
 from fattr.core.checks import check_broadcasts, check_eval_mode, check_input
 from fattr.core.gradients import gradient_with_aux, plain_autograd_suffices
 from fattr.core.model import ModelFn, Params, as_model
@@ -80,8 +81,9 @@ class Objective:
     def gradient(self, params: Params, x: Tensor, target: Any) -> Tensor:
         """d sum(losses) / d x: plain autograd when nothing differentiates the result (default
         loss only; a custom loss may capture tensors that require grad), else torch.func."""
-        plain = self.loss is None and plain_autograd_suffices(
-            self.model, params, x, Target(None, x.shape[0], x.device, self.method))
+        call = Call((x,), Target(None, x.shape[0], x.device, self.method), Extras(), True,
+                    self.method)
+        plain = self.loss is None and plain_autograd_suffices(self.model, params, call)
 
         def objective(inputs: Tensor) -> tuple[Tensor, Tensor]:
             value = self.losses(params, inputs, target)
