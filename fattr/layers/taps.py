@@ -75,17 +75,15 @@ class _Stop(BaseException):
     """Ends a forward pass once every tapped layer has run (never escapes a tap)."""
 
 
-@contextmanager
-def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str,
-           stop_after: bool = False, plain: dict[int, bool] | None = None) -> Iterator[None]:
-    """Forward hooks on the named submodules for the duration of the block.
+def layer_hooks(names: Sequence[str], on_output: Edit, method: str, stop_after: bool = False,
+                plain: dict[int, bool] | None = None) -> list[Callable[..., Any]]:
+    """One forward hook per named layer, `hook(module, args, output) -> new output`.
 
     `on_output(i, tensor)` sees the tensor output of layer `names[i]` and returns what the model
-    continues with. With `stop_after`, the forward pass ends (silently) once every layer has run.
-    A layer that runs twice raises. `plain[i]` records whether layer i returned a plain tensor
-    (not a tuple). The hooks are removed in `finally`.
+    continues with. With `stop_after`, the forward pass ends (raising `_Stop`) once every layer
+    has run. A layer that runs twice raises. `plain[i]` records whether layer i returned a plain
+    tensor (not a tuple).
     """
-    modules = dict(module.named_modules(remove_duplicate=False))
     calls = [0] * len(names)
 
     def hook_for(i: int) -> Callable[..., Any]:
@@ -104,16 +102,52 @@ def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str
             return _with_tensor(output, new)
         return hook
 
+    return [hook_for(i) for i in range(len(names))]
+
+
+@contextmanager
+def hooked(module: nn.Module, names: Sequence[str], on_output: Edit, method: str,
+           stop_after: bool = False, plain: dict[int, bool] | None = None) -> Iterator[None]:
+    """The `layer_hooks` registered on the named submodules for the duration of the block; the
+    forward pass ends silently at a `stop_after` stop. The hooks are removed in `finally`."""
+    modules = dict(module.named_modules(remove_duplicate=False))
     handles = []
     try:
-        for i, name in enumerate(names):
-            handles.append(modules[name].register_forward_hook(hook_for(i)))
+        for name, hook in zip(names, layer_hooks(names, on_output, method, stop_after, plain)):
+            handles.append(modules[name].register_forward_hook(hook))
         yield
     except _Stop:
         pass
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _forward_then(module: nn.Module, hook: Callable[..., Any]) -> None:
+    """Makes `module` (a node of a rewritten copy) call `hook` on its output, as a forward hook
+    would (but before the module's own forward hooks)."""
+    forward = module.forward
+
+    def hooked_forward(*args: Any, **kwargs: Any) -> Any:
+        output = forward(*args, **kwargs)
+        new = hook(module, args, output)
+        return output if new is None else new
+
+    module.forward = hooked_forward  # an instance attribute of the copy only
+
+
+def compiled_hooks(model: Model, names: Sequence[str], hooks: Sequence[Callable[..., Any]],
+                   ) -> Model:
+    """`model` whose named layers call their hooks, in a rewritten copy of the module tree:
+    torch.compile cannot trace hook registration (`RemovableHandle` ids), but traces this."""
+    hook_of = dict(zip(names, hooks))
+
+    def install(name: str, module: nn.Module) -> None:
+        if name in hook_of:
+            _forward_then(module, hook_of[name])
+        return None  # the copy stays in the tree; its children are visited too
+
+    return under_rules(model, install)
 
 
 class _Replay(nn.Module):
@@ -160,8 +194,18 @@ class Tap:
         self._slots: list[Tensor] = []     # what the layers return in `replayed`
         self._replaying: Model | None = None
 
-    def _hooked(self, on_output: Edit, stop_after: bool = False):
-        return hooked(self.module, self.names, on_output, self.method, stop_after, self._plain)
+    def _forward(self, params: Params, x: Tensor, on_output: Edit, stop_after: bool = False,
+                 ) -> Any:
+        """`self.model(params, x)` with `on_output` applied to each tapped layer's output
+        (None when `stop_after` ended the pass early): forward hooks on the user's module, or,
+        while torch.compile traces a model from `fattr.functional`, the same hooks in a
+        rewritten copy (`compiled_hooks`; no early stop there)."""
+        if torch.compiler.is_compiling() and isinstance(self.model.fn, FunctionalModel):
+            hooks = layer_hooks(self.names, on_output, self.method, plain=self._plain)
+            return compiled_hooks(self.model, self.names, hooks)(params, x)
+        with hooked(self.module, self.names, on_output, self.method, stop_after, self._plain):
+            return self.model(params, x)
+        return None
 
     def shapes(self, params: Params, x: Tensor,
                ) -> list[tuple[torch.Size, torch.dtype, torch.device]]:
@@ -174,8 +218,8 @@ class Tap:
                 seen[i] = (t.shape, t.dtype, t.device)
                 return t
 
-            with torch.no_grad(), self._hooked(record):
-                self.model(params, x)
+            with torch.no_grad():
+                self._forward(params, x, record)
             self._check_ran(seen)
             self._shapes[key] = [seen[i] for i in range(len(self.names))]
         return self._shapes[key]
@@ -196,8 +240,7 @@ class Tap:
             seen[i] = t  # the model goes on with a copy while more layers are to come
             return t if len(seen) == len(self.names) else t.clone()
 
-        with self._hooked(record, stop_after=True):
-            self.model(params, x)
+        self._forward(params, x, record, stop_after=True)
         self._check_ran(seen)
         return [seen[i] for i in range(len(self.names))]
 
@@ -216,8 +259,7 @@ class Tap:
             new = edit(i, t) if edit is not None else t
             return t.clone() if new is t else new
 
-        with self._hooked(record):
-            out = self.model(params, x)
+        out = self._forward(params, x, record)
         self._check_ran(seen)
         return out, [seen[i] for i in range(len(self.names))]
 

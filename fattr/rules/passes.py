@@ -66,7 +66,11 @@ class Step(Protocol):
 
 
 def rule_level() -> int | None:
-    """The level of the innermost active `grad`-type transform (None outside torch.func)."""
+    """The level of the innermost active `grad`-type transform (None outside torch.func, and
+    while torch.compile traces: it cannot trace the interpreter stack; a frame is traced only
+    when no eager transform is active around it, see the module docstring)."""
+    if torch.compiler.is_compiling():
+        return None
     stack = _functorch.get_interpreter_stack() or ()
     levels = [i.level() for i in stack if i.key() == _functorch.TransformType.Grad]
     return levels[-1] if levels else None
