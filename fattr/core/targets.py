@@ -127,7 +127,9 @@ class Target:
         sizes = torch.tensor(out.shape[1:1 + depth], device=index.device)
         if not self._range_checked:
             values = host_values(index)  # None under torch.compile: no check, no sync
-            if values is not None and values.numel() and bool(((values < -sizes) | (values >= sizes)).any()):
+            outside = values is not None and values.numel() and \
+                bool(((values < -sizes) | (values >= sizes)).any())
+            if outside:
                 raise FattrError(f"{self.method}: target indices {values.tolist()} are out of "
                                  f"range for the output of shape {self._shape(out)}.")
             self._range_checked = True
