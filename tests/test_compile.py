@@ -60,6 +60,9 @@ FULLGRAPH = {
     "guided_backprop (hook)": (lambda f: fattr.guided_backprop(f, mode="hook"), {}),
     "deconvnet (hook)": (lambda f: fattr.deconvnet(f, mode="hook"), {}),
     "rectgrad (hook)": (lambda f: fattr.rectgrad(f, percentile=70.0, mode="hook"), {}),
+    "guided (hook guided backprop x gradcam)": (lambda f: fattr.guided(
+        fattr.guided_backprop(f, mode="hook"), fattr.gradcam(f, LAYER, upsample=False),
+        "nearest"), {}),
     "occlusion": (lambda f: fattr.occlusion(f, (1, 2, 2), stride=(1, 2, 2)), {}),
 }
 AOT = ["integrated_gradients", "smoothgrad (generator=None)", "scorecam",

@@ -124,7 +124,10 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
     works under `vmap` over targets and for `per_example` models. Functional activations and
     tensor additions in the forward get the rules of their module forms; modules and calls
     without an LRP rule in the composite (LayerNorm and attention outside `attnlrp`/`cp_lrp`,
-    functional matmul and softmax) raise an error naming them.
+    functional matmul and softmax) raise an error naming them. torch.compile: the layer rules
+    are custom autograd Functions, which Dynamo does not trace (nor inside vmap, pytorch issue
+    129845): a compiled call breaks the graph at each rule and runs them eagerly (same values);
+    fullgraph=True fails.
 
     >>> attr = fattr.lrp(f, "epsilon_gamma_box", low=-2.1, high=2.6)
     >>> r = attr(params, x, target=labels)        # r.sum((1, 2, 3)) ~ the target logits
