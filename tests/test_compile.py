@@ -1,9 +1,10 @@
 """torch.compile: compiled equals eager.
 
 `FULLGRAPH` lists every method that compiles with `fullgraph=True` (no graph break, no
-warning): each is traced whole by Dynamo (backend "eager", fast); one method per family also
-runs through AOTAutograd (`aot_eager`) and a few through Inductor (seconds of C++ code
-generation per graph on CPU, so only those). `WITH_BREAKS` are methods that compile with
+warning): each is traced whole by Dynamo (backend "eager", fast); a few also run through
+AOTAutograd (`aot_eager`), Grad-CAM through Inductor (tens of seconds of C++ code generation
+with a cold cache on CPU, so only that one); the compiled training-loss gradients (second
+order) run through AOTAutograd. `WITH_BREAKS` are methods that compile with
 graph breaks (custom autograd Functions, generator draws, data-dependent feature ids) and
 still give the eager result. The table is in docs/training_losses.md ("torch.compile").
 """
@@ -34,6 +35,9 @@ FULLGRAPH = {
                                     {}),
     "smoothgrad (generator=None)": (
         lambda f: fattr.smoothgrad(fattr.saliency(f), samples=3), {}),
+    "smoothgrad_sq (generator=None)": (
+        lambda f: fattr.smoothgrad_sq(fattr.saliency(f), samples=3), {}),
+    "vargrad (generator=None)": (lambda f: fattr.vargrad(fattr.saliency(f), samples=3), {}),
     "gradient_shap (generator=None)": (lambda f: fattr.gradient_shap(f, samples=3, stdev=0.1),
                                        {"baselines": POOL}),
     "gradcam": (lambda f: fattr.gradcam(f, LAYER), {}),
@@ -47,6 +51,9 @@ FULLGRAPH = {
     "fem": (lambda f: fattr.fem(f, LAYER), {}),
     "scorecam": (lambda f: fattr.scorecam(f, LAYER, batch_size=4), {}),
     "ablationcam": (lambda f: fattr.ablationcam(f, LAYER), {}),
+    "sscam (generator=None)": (lambda f: fattr.sscam(f, LAYER, n_samples=3), {}),
+    "smooth_gradcam_plus_plus (generator=None)": (
+        lambda f: fattr.smooth_gradcam_plus_plus(f, LAYER, n_samples=3), {}),
     "fullgrad": (fattr.fullgrad, {}),
     "cameras": (lambda f: fattr.cameras(f, LAYER, scales=(1.0, 1.5)), {}),
     "layer_activation": (lambda f: fattr.layer_activation(f, LAYER), {}),
@@ -56,6 +63,8 @@ FULLGRAPH = {
     "layer_conductance": (lambda f: fattr.layer_conductance(f, LAYER, steps=6), {}),
     "internal_influence": (lambda f: fattr.internal_influence(f, LAYER, steps=6), {}),
     "neuron_conductance": (lambda f: fattr.neuron_conductance(f, LAYER, (0, 1, 1), steps=6), {}),
+    "layer_gradient_shap (generator=None)": (
+        lambda f: fattr.layer_gradient_shap(f, LAYER, samples=3), {"baselines": POOL}),
     "layer_feature_ablation": (lambda f: fattr.layer_feature_ablation(f, LAYER), {}),
     "guided_backprop (hook)": (lambda f: fattr.guided_backprop(f, mode="hook"), {}),
     "deconvnet (hook)": (lambda f: fattr.deconvnet(f, mode="hook"), {}),
@@ -65,9 +74,9 @@ FULLGRAPH = {
         "nearest"), {}),
     "occlusion": (lambda f: fattr.occlusion(f, (1, 2, 2), stride=(1, 2, 2)), {}),
 }
-AOT = ["integrated_gradients", "smoothgrad (generator=None)", "scorecam",
-       "layer_integrated_gradients", "guided_backprop (hook)"]
-INDUCTOR = ["gradcam", "guided_backprop (hook)"]
+AOT = ["integrated_gradients", "smoothgrad (generator=None)", "layer_integrated_gradients",
+       "guided_backprop (hook)"]
+INDUCTOR = ["gradcam"]  # a cold Inductor cache costs ~25 s per test here
 WITH_BREAKS = {
     "smoothgrad (generator)": (lambda f: fattr.smoothgrad(fattr.saliency(f), samples=3),
                                {"generator": True}),
