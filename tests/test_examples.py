@@ -99,3 +99,17 @@ def test_evaluate_faithfulness():
     assert ig["deletion (lower)"] < control["deletion (lower)"] - 1.0, scores
     assert ig["insertion (higher)"] > control["insertion (higher)"] + 1.0, scores
     assert ig["sparseness"] > control["sparseness"], scores
+
+
+def test_decoy_digits(tmp_path, capsys):
+    """A smoke run (one epoch); the accuracies the example promises: tests/test_decoy.py."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the script runs: a 16x16 CNN trains fastest on one thread
+    try:
+        results = example("decoy_digits").main(epochs=1, figure=tmp_path / "decoy.png")
+    finally:
+        torch.set_num_threads(threads)
+    assert list(results) == ["saliency", "integrated_gradients", "gradcam", "lrp"]
+    assert all(0.0 <= v <= 1.0 for r in results.values() for v in r.values())
+    assert (tmp_path / "decoy.png").stat().st_size > 1000
+    assert capsys.readouterr().out.count("rrr_swapped_acc") == 4

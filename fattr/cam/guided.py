@@ -89,6 +89,12 @@ def guided_gradcam(f: ModelFn, layer: LayerSpec, *, reshape: Reshape = None,
 
     Returns `attr(params, x, target=None) -> Tensor` shaped like x.
 
+    torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
+    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
+    them eagerly (same values); fullgraph=True fails. For one compiled graph:
+    `fattr.guided(fattr.guided_backprop(f, mode="hook"), fattr.gradcam(f, layer,
+    upsample=False), "nearest")`.
+
     >>> a = fattr.guided_gradcam(f, "layer4")(params, x, target=labels)
 
     Selvaraju et al., "Grad-CAM" (2017), https://arxiv.org/abs/1610.02391

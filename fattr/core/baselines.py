@@ -8,7 +8,7 @@ import numbers
 import torch
 from torch import Tensor
 
-from fattr.core.checks import check_broadcasts, concrete
+from fattr.core.checks import check_broadcasts, host_values
 from fattr.core.inputs import per_input
 from fattr.errors import FattrError, FattrTypeError
 
@@ -20,8 +20,8 @@ def check_finite(value: Tensor | float, method: str, name: str) -> None:
     if isinstance(value, Tensor):
         if not (value.is_floating_point() or value.is_complex()):
             return
-        values = concrete(value)
-        finite = not values.numel() or bool(torch.isfinite(values).all())
+        values = host_values(value)  # None while torch.compile traces: no check, no sync
+        finite = values is None or not values.numel() or bool(torch.isfinite(values).all())
     else:
         finite = math.isfinite(value)
     if not finite:

@@ -2,6 +2,9 @@
 
 Checks that need values (finiteness, target ranges) look through torch.func's wrappers with
 `concrete`, so they also run inside `vmap` and `grad`, where `bool(tensor)` is not allowed.
+While `torch.compile` traces a call they are skipped (`host_values` gives None): reading a value
+on the host is a `Tensor.item()` that would break the graph. Shape, dtype and configuration
+checks still run there, once per compilation; run a call eagerly to check the values.
 """
 
 from __future__ import annotations
@@ -16,11 +19,23 @@ _TRAIN_SENSITIVE = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._Dropout
 
 
 def concrete(t: Tensor) -> Tensor:
-    """The plain tensor under torch.func's wrappers (all vmap levels at once), for value checks."""
+    """The plain tensor under torch.func's wrappers (all vmap levels at once), for value checks.
+    Under torch.compile, `t` itself: the trace sees through the wrappers, and the functorch
+    queries are builtins that Dynamo cannot trace."""
+    if torch.compiler.is_compiling():
+        return t
     while (_functorch.is_batchedtensor(t) or _functorch.is_gradtrackingtensor(t)
            or _functorch.is_functionaltensor(t)):
         t = _functorch.get_unwrapped(t)
     return t
+
+
+def host_values(t: Tensor) -> Tensor | None:
+    """The values of `t` for a check on the host (`concrete(t)`), or None while torch.compile
+    traces, where such a check would be a graph-breaking `Tensor.item()`: it is skipped."""
+    if torch.compiler.is_compiling():
+        return None
+    return concrete(t)
 
 
 def check_input(x: object, method: str, *, gradient: bool = True) -> Tensor:
@@ -35,11 +50,10 @@ def check_input(x: object, method: str, *, gradient: bool = True) -> Tensor:
             f"{method}: x has dtype {x.dtype}, but gradients need a floating-point input. "
             "For token ids, attribute the embeddings instead (a model function of "
             "inputs_embeds), or convert with x.float() if the values are continuous.")
-    if x.is_floating_point() or x.is_complex():
-        values = concrete(x)
-        if values.numel() and not bool(torch.isfinite(values).all()):
-            raise FattrError(f"{method}: x contains NaN or Inf; attributions of non-finite "
-                             "inputs are meaningless. Clean the input first.")
+    values = host_values(x) if x.is_floating_point() or x.is_complex() else None
+    if values is not None and values.numel() and not bool(torch.isfinite(values).all()):
+        raise FattrError(f"{method}: x contains NaN or Inf; attributions of non-finite "
+                         "inputs are meaningless. Clean the input first.")
     return x
 
 

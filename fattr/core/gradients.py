@@ -47,7 +47,10 @@ def may_be_differentiated(model: Model, params: Params, call: Call, *tensors: Te
 def plain_autograd_suffices(model: Model, params: Params, call: Call, *tensors: Tensor) -> bool:
     """Whether a gradient taken now may come from plain `torch.autograd.grad`: no torch.func
     transform is active (plain autograd cannot run inside `vmap`) and nothing can differentiate
-    the result (`may_be_differentiated`)."""
+    the result (`may_be_differentiated`). Never while torch.compile traces: Dynamo traces
+    `torch.func.grad` into the graph, while `autograd.grad` and the transform queries break it."""
+    if torch.compiler.is_compiling():
+        return False
     return not retrieve_all_functorch_interpreters() and \
         not may_be_differentiated(model, params, call, *tensors)
 

@@ -51,9 +51,17 @@ def check_rule(method: str, steps: int, caller: str) -> None:
         raise FattrError(f"{caller}: riemann_trapezoid needs steps >= 2, got {steps}.")
 
 
+@torch.compiler.assume_constant_result
+def _nodes(method: str, steps: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The rule's nodes and weights as Python floats: torch.compile takes them as constants
+    instead of tracing numpy (it cannot trace `leggauss`)."""
+    alphas, weights = RULES[method](steps)
+    return tuple(alphas.tolist()), tuple(weights.tolist())
+
+
 def quadrature(method: str, steps: int, like: Tensor) -> tuple[Tensor, Tensor]:
     """(alphas, weights), each of shape (steps,), in `like`'s dtype and device."""
     check_rule(method, steps, "quadrature")
-    alphas, weights = RULES[method](steps)
+    alphas, weights = _nodes(method, steps)
     as_tensor = lambda a: torch.as_tensor(a, dtype=like.dtype, device=like.device)
     return as_tensor(alphas), as_tensor(weights)

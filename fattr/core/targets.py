@@ -18,7 +18,7 @@ from typing import Union
 import torch
 from torch import Tensor
 
-from fattr.core.checks import concrete
+from fattr.core.checks import host_values
 from fattr.errors import FattrError, FattrTypeError
 
 TargetSpec = Union[int, tuple, Sequence[int], Tensor, Callable[[Tensor], Tensor], None]
@@ -126,8 +126,10 @@ class Target:
                              f"fit the output of shape {self._shape(out)}.")
         sizes = torch.tensor(out.shape[1:1 + depth], device=index.device)
         if not self._range_checked:
-            values = concrete(index)
-            if values.numel() and bool(((values < -sizes) | (values >= sizes)).any()):
+            values = host_values(index)  # None under torch.compile: no check, no sync
+            outside = values is not None and values.numel() and \
+                bool(((values < -sizes) | (values >= sizes)).any())
+            if outside:
                 raise FattrError(f"{self.method}: target indices {values.tolist()} are out of "
                                  f"range for the output of shape {self._shape(out)}.")
             self._range_checked = True

@@ -61,6 +61,10 @@ def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
     (modules used twice, ReLU straight into MaxPool, overlapping max pools) are those of
     `fattr.deeplift`.
 
+    torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
+    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
+    them eagerly (same values); fullgraph=True fails.
+
     >>> a = fattr.layer_deeplift(f, "layer3")(params, x, target=labels, baseline=0.0)
     >>> a.flatten(1).sum(1)  # == f(x)[:, labels] - f(0)[:, labels] on a ReLU network
 

@@ -84,19 +84,17 @@ class _Stop(BaseException):
     """Ends a forward pass once every tapped layer has run (never escapes a tap)."""
 
 
-@contextmanager
-def hooked(module: nn.Module, names: Sequence[str], on_tensor: Callable[[Slot, Tensor], Tensor],
-           method: str, side: str = "output", stop_after: bool = False,
-           plain: dict[int, bool] | None = None) -> Iterator[None]:
-    """Hooks on the named submodules for the duration of the block.
+def layer_hooks(names: Sequence[str], on_tensor: Callable[[Slot, Tensor], Tensor], method: str,
+                side: str = "output", stop_after: bool = False,
+                plain: dict[int, bool] | None = None) -> list[Callable[..., Any]]:
+    """One hook per named layer: `hook(module, args, output) -> new output` for the output
+    side, `hook(module, args) -> new args` for the input side.
 
-    `on_tensor((i, j), t)` sees tensor j of layer `names[i]`'s output (or positional inputs
-    with `side="input"`) and returns what the model continues with. With `stop_after`, the
-    forward pass ends (silently) once every layer has run. A layer that runs twice raises.
-    `plain[i]` records whether layer i's output was a plain tensor. The hooks are removed in
-    `finally`.
+    `on_tensor((i, j), t)` sees tensor j of layer `names[i]`'s output (or positional inputs)
+    and returns what the model continues with. With `stop_after`, the forward pass ends
+    (raising `_Stop`) once every layer has run. A layer that runs twice raises. `plain[i]`
+    records whether layer i's output was a plain tensor.
     """
-    modules = dict(module.named_modules(remove_duplicate=False))
     calls = [0] * len(names)
 
     def visit(i: int, value: Any) -> Any:
@@ -119,25 +117,61 @@ def hooked(module: nn.Module, names: Sequence[str], on_tensor: Callable[[Slot, T
             raise _Stop
         return new
 
-    def output_hook(i: int) -> Callable[..., Any]:
-        return lambda _, __, output: visit(i, output)
+    if side == "input":
+        return [lambda _, args, i=i: visit(i, tuple(args)) for i in range(len(names))]
+    return [lambda _, __, output, i=i: visit(i, output) for i in range(len(names))]
 
-    def input_hook(i: int) -> Callable[..., Any]:
-        return lambda _, args: visit(i, tuple(args))
 
+@contextmanager
+def hooked(module: nn.Module, names: Sequence[str], on_tensor: Callable[[Slot, Tensor], Tensor],
+           method: str, side: str = "output", stop_after: bool = False,
+           plain: dict[int, bool] | None = None) -> Iterator[None]:
+    """The `layer_hooks` registered on the named submodules for the duration of the block (a
+    `stop_after` stop ends the forward pass silently); removed in `finally`."""
+    modules = dict(module.named_modules(remove_duplicate=False))
     handles = []
     try:
-        for i, name in enumerate(names):
-            if side == "input":
-                handles.append(modules[name].register_forward_pre_hook(input_hook(i)))
-            else:
-                handles.append(modules[name].register_forward_hook(output_hook(i)))
+        for name, hook in zip(names, layer_hooks(names, on_tensor, method, side, stop_after,
+                                                 plain)):
+            register = modules[name].register_forward_pre_hook if side == "input" else \
+                modules[name].register_forward_hook
+            handles.append(register(hook))
         yield
     except _Stop:
         pass
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _with_hook(module: nn.Module, hook: Callable[..., Any], side: str) -> None:
+    """Makes `module` (a node of a rewritten copy) call `hook` on its inputs or its output, as
+    a registered hook would."""
+    forward = module.forward
+
+    def hooked_forward(*args: Any, **kwargs: Any) -> Any:
+        if side == "input":
+            new = hook(module, args)
+            return forward(*(args if new is None else new), **kwargs)
+        output = forward(*args, **kwargs)
+        new = hook(module, args, output)
+        return output if new is None else new
+
+    module.forward = hooked_forward  # an instance attribute of the copy only
+
+
+def compiled_hooks(model: Model, names: Sequence[str], hooks: Sequence[Callable[..., Any]],
+                   side: str) -> Model:
+    """`model` whose named layers call their hooks, in a rewritten copy of the module tree:
+    torch.compile cannot trace hook registration (`RemovableHandle` ids), but traces this."""
+    hook_of = dict(zip(names, hooks))
+
+    def install(name: str, module: nn.Module) -> None:
+        if name in hook_of:
+            _with_hook(module, hook_of[name], side)
+        return None  # the copy stays in the tree; its children are visited too
+
+    return under_rules(model, install)
 
 
 class _Replay(nn.Module):
@@ -160,7 +194,7 @@ class Tapped(NamedTuple):
     input_gradient: tuple | None   # d score / d inputs when asked for
 
 
-Forward = Callable[[], Any]
+RunWith = Callable[[Model], Any]  # runs the forward pass with the given (maybe hooked) model
 Probe = tuple[torch.Size, torch.dtype, torch.device]
 
 
@@ -197,15 +231,25 @@ class Tap:
 
     # -- running the model under hooks ------------------------------------------------------
 
-    def _hooked(self, on_tensor: Callable[[Slot, Tensor], Tensor], stop_after: bool = False):
-        return hooked(self.module, self.names, on_tensor, self.method, self.side, stop_after,
-                      self._plain)
+    def _hooked_run(self, run_with: RunWith, on_tensor: Callable[[Slot, Tensor], Tensor],
+                    stop_after: bool = False) -> Any:
+        """`run_with(model)` with `on_tensor` applied to each tapped tensor (None when
+        `stop_after` ended the pass early): hooks on the user's module, or, while
+        torch.compile traces a model from `fattr.functional`, the same hooks in a rewritten copy
+        (`compiled_hooks`; no early stop there)."""
+        if torch.compiler.is_compiling() and isinstance(self.model.fn, FunctionalModel):
+            hooks = layer_hooks(self.names, on_tensor, self.method, self.side, plain=self._plain)
+            return run_with(compiled_hooks(self.model, self.names, hooks, self.side))
+        with hooked(self.module, self.names, on_tensor, self.method, self.side, stop_after,
+                    self._plain):
+            return run_with(self.model)
+        return None
 
     @staticmethod
     def _key(inputs: tuple) -> tuple:
         return tuple((tuple(t.shape), t.dtype, t.device) for t in inputs)
 
-    def _probe(self, forward: Forward, key: tuple) -> list[Slot]:
+    def _probe(self, forward: RunWith, key: tuple) -> list[Slot]:
         """The slots for inputs of this shape (probed once, without gradients)."""
         if key not in self._shapes:
             seen: dict[Slot, Probe] = {}
@@ -214,8 +258,8 @@ class Tap:
                 seen[slot] = (t.shape, t.dtype, t.device)
                 return t
 
-            with torch.no_grad(), self._hooked(record, stop_after=True):
-                forward()
+            with torch.no_grad():
+                self._hooked_run(forward, record, stop_after=True)
             self._check_ran({i for i, _ in seen})
             self._shapes[key] = dict(sorted(seen.items()))
         return list(self._shapes[key])
@@ -227,7 +271,7 @@ class Tap:
                              "pass, so it has no output to tap. Pick a layer that the model's "
                              "forward() calls.")
 
-    def _read(self, forward: Forward, key: tuple) -> list[Tensor]:
+    def _read(self, forward: RunWith, key: tuple) -> list[Tensor]:
         slots = self._probe(forward, key)  # checks, once per input shape, that layers run once
         seen: dict[Slot, Tensor] = {}
 
@@ -235,11 +279,10 @@ class Tap:
             seen[slot] = t  # the model goes on with a copy while more layers are to come
             return t if len(seen) == len(slots) else t.clone()
 
-        with self._hooked(record, stop_after=True):
-            forward()
+        self._hooked_run(forward, record, stop_after=True)
         return [seen[slot] for slot in slots]
 
-    def _run(self, forward: Forward, key: tuple, edit: Edit | None) -> tuple[Any, list[Tensor]]:
+    def _run(self, forward: RunWith, key: tuple, edit: Edit | None) -> tuple[Any, list[Tensor]]:
         # one layer: slot (0, j) is tensor j; several: their order comes from a probe
         index = None if len(self.names) == 1 else {
             slot: k for k, slot in enumerate(self._probe(forward, key))}
@@ -251,14 +294,13 @@ class Tap:
             new = edit(k, t) if edit is not None else t
             return t.clone() if new is t else new
 
-        with self._hooked(record):
-            out = forward()
+        out = self._hooked_run(forward, record)
         self._check_ran({i for i, _ in seen})
         return out, [seen[slot] for slot in sorted(seen)]
 
-    def _forward(self, params: Params, call: Call, inputs: Inputs, rows: Tensor | None,
-                 ) -> Forward:
-        return lambda: call.run(self.model, params, inputs, rows)
+    @staticmethod
+    def _forward(params: Params, call: Call, inputs: Inputs, rows: Tensor | None) -> RunWith:
+        return lambda model: call.run(model, params, inputs, rows)
 
     # -- what methods use ------------------------------------------------------------------
 

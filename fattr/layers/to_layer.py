@@ -26,7 +26,7 @@ class LayerModel:
     def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
                  **kwargs: Any) -> Tensor:
         inputs = tuple(x) if isinstance(x, (tuple, list)) else (x,)
-        forward = lambda: self.tap.model(params, x, *args, **kwargs)
+        forward = lambda model: model(params, x, *args, **kwargs)
         out = self.tap.one(self.tap._read(forward, self.tap._key(inputs)))
         return out.flatten(1) if self.flatten else out
 

@@ -161,6 +161,9 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
     a division by the input's values, a fused LSTM) raise an error naming them, never a
     silent plain gradient. A model over input embeddings works as any model: wrap it as
     `forward(embeds, attention_mask)` returning `model(inputs_embeds=embeds, ...).logits`.
+    torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
+    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
+    them eagerly (same values); fullgraph=True fails.
 
     >>> attr = fattr.lrp(f, "epsilon_gamma_box", low=-2.1, high=2.6)
     >>> r = attr(params, x, target=labels)        # r.sum((1, 2, 3)) ~ the target logits

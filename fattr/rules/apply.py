@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from fattr.core.call import Call
@@ -40,7 +41,7 @@ class RewrittenModel:
 
     def __call__(self, params: Params, x: Tensor | tuple[Tensor, ...], *args: Any,
                  **kwargs: Any) -> Any:
-        if self.required is None:
+        if self.required is None or torch.compiler.is_compiling():  # counting: a ContextVar
             return call_module(self.rewritten(), self.module, params, x, args, kwargs)
         with counting() as applied:
             out = call_module(self.rewritten(), self.module, params, x, args, kwargs)

@@ -36,6 +36,10 @@ def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None,
     distribution of shape (N, *x.shape[1:]) (None: one zero reference). Unlike captum, N = 1
     is allowed (it equals `deeplift`).
 
+    torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
+    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
+    them eagerly (same values); fullgraph=True fails.
+
     >>> a = fattr.deeplift_shap(f)(params, x, target=labels, baselines=background[:16])
 
     Lundberg and Lee, "A Unified Approach to Interpreting Model Predictions" (2017),

@@ -66,7 +66,13 @@ class Step(Protocol):
 
 
 def rule_level() -> int | None:
-    """The level of the innermost active `grad`-type transform (None outside torch.func)."""
+    """The level of the innermost active `grad`-type transform (None outside torch.func). None
+    also while torch.compile traces, which cannot read the interpreter stack: Dynamo runs a
+    frame eagerly when an eager transform is active around it, so a traced rule step sits in
+    transforms Dynamo traces itself (`torch.compile(torch.func.grad(...))`), where the hook
+    formulation is exact (module docstring) and custom Functions break the graph."""
+    if torch.compiler.is_compiling():
+        return None
     stack = _functorch.get_interpreter_stack() or ()
     levels = [i.level() for i in stack if i.key() == _functorch.TransformType.Grad]
     return levels[-1] if levels else None
