@@ -52,6 +52,20 @@ class MethodInfo:
             f(x)_t - f(baseline)_t, up to quadrature error or rounding (`fattr.completeness_gap`
             for input attributions; layer attributions sum to the same difference).
         stochastic: the call draws random numbers and takes `generator=`.
+        tuple_inputs: x may be a tuple of tensors (a tuple of attributions comes back, or one
+            map for CAM and layer methods).
+        per_example: built on `fattr.per_example(f)`, it runs under `torch.func.vmap` over
+            examples (and equals the batched call when not stochastic).
+        grad_x: differentiable in x (a derivative that matches finite differences).
+        grad_params: differentiable in the params (the same check).
+        compile: "fullgraph" (torch.compile(..., fullgraph=True) traces it whole),
+            "fullgraph, hook mode" (with `mode="hook"`), "fullgraph, generator=None" (a
+            `generator` draw breaks the graph), "graph breaks" (compiles with breaks at
+            data-dependent feature counts) or "eager" (custom autograd Functions under a
+            function mode, or host work: the call runs uncompiled inside a compiled caller, one
+            graph break). Compiled always equals eager.
+
+    `tests/test_what_composes.py` checks every column against the methods themselves.
     """
 
     name: str
@@ -61,24 +75,39 @@ class MethodInfo:
     needs_module: bool = False
     complete: bool = False
     stochastic: bool = False
+    tuple_inputs: bool = True
+    per_example: bool = True
+    grad_x: bool = True
+    grad_params: bool = True
+    compile: str = "fullgraph"
 
 
 _ROWS = (
     MethodInfo("saliency", "gradient", gradient.saliency),
     MethodInfo("input_x_gradient", "gradient", gradient.input_x_gradient),
     MethodInfo("integrated_gradients", "path", gradient.integrated_gradients, complete=True),
-    MethodInfo("gradient_shap", "path", gradient.gradient_shap, stochastic=True),
+    MethodInfo("gradient_shap", "path", gradient.gradient_shap, stochastic=True,
+               compile="fullgraph, generator=None"),
     MethodInfo("blur_integrated_gradients", "path", gradient.blur_integrated_gradients),
-    MethodInfo("guided_integrated_gradients", "path", gradient.guided_integrated_gradients),
-    MethodInfo("smoothgrad", "smoothgrad", gradient.smoothgrad, "attr_fn", stochastic=True),
-    MethodInfo("smoothgrad_sq", "smoothgrad", gradient.smoothgrad_sq, "attr_fn", stochastic=True),
-    MethodInfo("vargrad", "smoothgrad", gradient.vargrad, "attr_fn", stochastic=True),
-    MethodInfo("guided_backprop", "rules", rules.guided_backprop, needs_module=True),
-    MethodInfo("deconvnet", "rules", rules.deconvnet, needs_module=True),
-    MethodInfo("rectgrad", "rules", rules.rectgrad, needs_module=True),
-    MethodInfo("deeplift", "rules", rules.deeplift, needs_module=True, complete=True),
-    MethodInfo("deeplift_shap", "rules", rules.deeplift_shap, needs_module=True),
-    MethodInfo("lrp", "lrp", lrp, needs_module=True),
+    MethodInfo("guided_integrated_gradients", "path", gradient.guided_integrated_gradients,
+               grad_x=False, grad_params=False),
+    MethodInfo("smoothgrad", "smoothgrad", gradient.smoothgrad, "attr_fn", stochastic=True,
+               compile="fullgraph, generator=None"),
+    MethodInfo("smoothgrad_sq", "smoothgrad", gradient.smoothgrad_sq, "attr_fn", stochastic=True,
+               compile="fullgraph, generator=None"),
+    MethodInfo("vargrad", "smoothgrad", gradient.vargrad, "attr_fn", stochastic=True,
+               compile="fullgraph, generator=None"),
+    MethodInfo("guided_backprop", "rules", rules.guided_backprop, needs_module=True,
+               compile="fullgraph, hook mode"),
+    MethodInfo("deconvnet", "rules", rules.deconvnet, needs_module=True,
+               compile="fullgraph, hook mode"),
+    MethodInfo("rectgrad", "rules", rules.rectgrad, needs_module=True,
+               compile="fullgraph, hook mode"),
+    MethodInfo("deeplift", "rules", rules.deeplift, needs_module=True, complete=True,
+               compile="eager"),
+    MethodInfo("deeplift_shap", "rules", rules.deeplift_shap, needs_module=True,
+               compile="eager"),
+    MethodInfo("lrp", "lrp", lrp, needs_module=True, compile="eager"),
     MethodInfo("gradcam", "cam", cam.gradcam, "model_layer", needs_module=True),
     MethodInfo("gradcam_plus_plus", "cam", cam.gradcam_plus_plus, "model_layer",
                needs_module=True),
@@ -93,13 +122,17 @@ _ROWS = (
     MethodInfo("scorecam", "cam", cam.scorecam, "model_layer", needs_module=True),
     MethodInfo("ablationcam", "cam", cam.ablationcam, "model_layer", needs_module=True),
     MethodInfo("smooth_gradcam_plus_plus", "cam", cam.smooth_gradcam_plus_plus, "model_layer",
-               needs_module=True, stochastic=True),
-    MethodInfo("sscam", "cam", cam.sscam, "model_layer", needs_module=True, stochastic=True),
-    MethodInfo("cameras", "cam", cam.cameras, "model_layer", needs_module=True),
-    MethodInfo("fullgrad", "cam", cam.fullgrad, needs_module=True),
-    MethodInfo("guided_gradcam", "guided", cam.guided_gradcam, "model_layer", needs_module=True),
-    MethodInfo("guided", "guided", cam.guided, "attr_fn_cam"),
-    MethodInfo("xrai", "xrai", cam.xrai, "attr_fn"),
+               needs_module=True, stochastic=True, compile="fullgraph, generator=None"),
+    MethodInfo("sscam", "cam", cam.sscam, "model_layer", needs_module=True, stochastic=True,
+               compile="fullgraph, generator=None"),
+    MethodInfo("cameras", "cam", cam.cameras, "model_layer", needs_module=True, tuple_inputs=False),
+    MethodInfo("fullgrad", "cam", cam.fullgrad, needs_module=True, tuple_inputs=False),
+    MethodInfo("guided_gradcam", "guided", cam.guided_gradcam, "model_layer", needs_module=True,
+               tuple_inputs=False, compile="eager"),
+    MethodInfo("guided", "guided", cam.guided, "attr_fn_cam", compile="fullgraph, hook mode",
+               tuple_inputs=False),
+    MethodInfo("xrai", "xrai", cam.xrai, "attr_fn", tuple_inputs=False, per_example=False,
+               grad_x=False, compile="eager"),
     MethodInfo("layer_activation", "layer", layers.layer_activation, "model_layer",
                needs_module=True),
     MethodInfo("layer_gradient_x_activation", "layer", layers.layer_gradient_x_activation,
@@ -111,23 +144,46 @@ _ROWS = (
     MethodInfo("layer_conductance", "layer", layers.layer_conductance, "model_layer",
                needs_module=True, complete=True),
     MethodInfo("layer_gradient_shap", "layer", layers.layer_gradient_shap, "model_layer",
-               needs_module=True, stochastic=True),
+               needs_module=True, stochastic=True, compile="fullgraph, generator=None"),
     MethodInfo("layer_deeplift", "layer", layers.layer_deeplift, "model_layer",
-               needs_module=True, complete=True),
+               needs_module=True, complete=True, compile="eager"),
     MethodInfo("layer_feature_ablation", "layer", layers.layer_feature_ablation, "model_layer",
                needs_module=True),
     MethodInfo("neuron_conductance", "neuron", layers.neuron_conductance, "model_layer_neuron",
                needs_module=True),
     MethodInfo("occlusion", "perturbation", perturbation.occlusion, "model_window"),
-    MethodInfo("feature_ablation", "perturbation", perturbation.feature_ablation),
+    MethodInfo("feature_ablation", "perturbation", perturbation.feature_ablation,
+               compile="graph breaks"),
     MethodInfo("feature_permutation", "perturbation", perturbation.feature_permutation,
-               stochastic=True),
-    MethodInfo("shapley_values", "perturbation", perturbation.shapley_values, complete=True),
+               stochastic=True, per_example=False, compile="graph breaks"),
+    MethodInfo("shapley_values", "perturbation", perturbation.shapley_values, complete=True,
+               compile="graph breaks"),
     MethodInfo("shapley_value_sampling", "perturbation", perturbation.shapley_value_sampling,
-               complete=True, stochastic=True),
+               complete=True, stochastic=True, compile="graph breaks"),
     MethodInfo("kernel_shap", "perturbation", perturbation.kernel_shap, complete=True,
-               stochastic=True),
-    MethodInfo("lime", "perturbation", perturbation.lime, stochastic=True),
+               stochastic=True, compile="graph breaks"),
+    MethodInfo("lime", "perturbation", perturbation.lime, stochastic=True, compile="graph breaks"),
 )
 
 METHODS: dict[str, MethodInfo] = {info.name: info for info in _ROWS}
+
+
+COLUMNS = {"tuple x": "tuple_inputs", "vmap(per_example)": "per_example",
+           "grad wrt x": "grad_x", "grad wrt params": "grad_params"}
+
+
+def composition_table() -> str:
+    """What composes, per method, as a Markdown table (docs/composition.md holds its output;
+    tests/test_what_composes.py checks every cell). vmap over targets holds for every method,
+    so it is a line above the table."""
+    mark = lambda ok: "yes" if ok else "no"
+    lines = ["| method | family | " + " | ".join(COLUMNS) + " | torch.compile |",
+             "|---|---|" + "---|" * len(COLUMNS) + "---|"]
+    for info in _ROWS:
+        cells = [mark(getattr(info, field)) for field in COLUMNS.values()]
+        lines.append(f"| `{info.name}` | {info.family} | {' | '.join(cells)} | {info.compile} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(composition_table())

@@ -141,22 +141,22 @@ def test_compiled_with_graph_breaks_equals_eager(case, name):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Dynamo's notes on the breaks
-def test_custom_autograd_functions_break_the_graph_and_equal_eager():
-    """Rules in function mode, DeepLIFT and LRP run custom autograd Functions, which Dynamo
-    does not trace (it refuses a custom `jvp`; inside vmap: pytorch issue 129845): compiled,
-    they break the graph there and still give the eager result (an MLP: few breaks)."""
+def test_custom_autograd_functions_run_eagerly_inside_a_compiled_caller():
+    """Rules in function mode, DeepLIFT and LRP run custom autograd Functions under a
+    TorchFunctionMode, which Dynamo does not trace reliably (it refuses a custom `jvp`; inside
+    vmap: pytorch issue 129845): the call runs uncompiled inside a compiled caller (one graph
+    break, the eager result); fullgraph=True says so."""
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
     f, params = fattr.functional(net.double().eval())
     x = torch.randn(4, 6, dtype=torch.float64)
-    # LRP breaks first at its canonizer's class definitions (lru_cache'd, traced by Dynamo)
-    for attr, first_break in ((fattr.guided_backprop(f), "custom jvp"),
-                              (fattr.lrp(f, "epsilon"), "__build_class__")):
+    for attr in (fattr.guided_backprop(f), fattr.lrp(f, "epsilon"), fattr.deeplift(f)):
         torch._dynamo.reset()
-        compiled = torch.compile(attr, backend="aot_eager")(params, x, 1)
-        torch.testing.assert_close(compiled, attr(params, x, 1), rtol=1e-12, atol=1e-14)
+        caller = lambda p, v: attr(p, v * 1.0, 1).square()  # the caller itself compiles
+        compiled = torch.compile(caller, backend="aot_eager")(params, x)
+        torch.testing.assert_close(compiled, caller(params, x), rtol=1e-12, atol=1e-14)
         torch._dynamo.reset()
-        with pytest.raises(torch._dynamo.exc.Unsupported, match=first_break):
+        with pytest.raises(torch._dynamo.exc.Unsupported, match="torch.compiler.disable"):
             torch.compile(attr, backend="eager", fullgraph=True)(params, x, 1)
 
 
@@ -186,3 +186,38 @@ def test_value_checks_are_skipped_only_while_compiling(case):
     torch._dynamo.reset()
     out = torch.compile(attr, backend="aot_eager", fullgraph=True)(params, bad, target)
     assert out.shape == x.shape
+
+
+REGISTRY_FULLGRAPH = ("fullgraph", "fullgraph, hook mode", "fullgraph, generator=None")
+
+
+def test_the_registry_compile_column_is_what_this_file_checks():
+    """Every method the registry marks fullgraph has a fullgraph case here, in the mode its
+    column names; every other method is checked with graph breaks below."""
+    from fattr.registry import METHODS
+
+    for name, info in METHODS.items():
+        keys = {"fullgraph": name, "fullgraph, hook mode": f"{name} (hook",
+                "fullgraph, generator=None": f"{name} (generator=None)"}
+        if info.compile in REGISTRY_FULLGRAPH:
+            assert any(k.startswith(keys[info.compile]) for k in FULLGRAPH), name
+        else:
+            assert info.compile in ("graph breaks", "eager"), name
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Dynamo's notes on the breaks
+@pytest.mark.parametrize("name", sorted(
+    n for n, info in __import__("fattr.registry").registry.METHODS.items()
+    if info.compile in ("graph breaks", "eager")))
+def test_every_method_marked_graph_breaks_compiles_and_equals_eager(case, name):
+    from fattr.explain import build
+
+    f, params, x, target = case
+    options = {"shapley_values": {"feature_mask": MASK}, "xrai": {
+        "resize": None, "min_size": 4, "scales": (20,), "min_pixels": 2}}.get(name, {})
+    attr, kwargs = build(f, params, x, name, **options)
+    seeded = lambda: {**kwargs, "generator": torch.Generator().manual_seed(0)} \
+        if "generator" in (attr.contract.keywords or ()) else kwargs
+    torch._dynamo.reset()
+    compiled = torch.compile(attr, backend="eager")(params, x, target, **seeded())
+    torch.testing.assert_close(compiled, attr(params, x, target, **seeded()))

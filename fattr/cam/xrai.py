@@ -19,6 +19,7 @@ from fattr.cam.xrai_segments import (
     given_regions,
     skimage_module,
 )
+from fattr.core.call import AttributionFn, Contract, contract
 from fattr.core.checks import check_count, check_input
 from fattr.core.model import Params
 from fattr.core.targets import TargetSpec
@@ -90,7 +91,8 @@ def xrai(attr_fn: Callable[..., Tensor], *, baselines: str | None = None, min_pi
     if baselines not in (None, "min_max"):
         raise FattrError(f"xrai: baselines must be None (call attr_fn as given) or 'min_max' "
                          f"(PAIR's black and white baselines), got {baselines!r}.")
-    if baselines and "baseline" not in getattr(attr_fn, "batched_kwargs", ("baseline",)):
+    takes = contract(attr_fn).keywords
+    if baselines and takes is not None and "baseline" not in takes:
         raise FattrError(f"xrai: baselines='min_max' passes baseline= to attr_fn, but "
                          f"{getattr(attr_fn, '__name__', attr_fn)!r} takes no baseline. Use a "
                          "path method such as fattr.integrated_gradients(f), or baselines=None.")
@@ -100,7 +102,7 @@ def xrai(attr_fn: Callable[..., Tensor], *, baselines: str | None = None, min_pi
         raise FattrError(f"xrai: area_threshold must be a fraction of the image in [0, 1], got "
                          f"{area_threshold!r}.")
     segmenter = Felzenszwalb.checked(scales, sigma, min_size, resize, dilation, "xrai")
-    per_example = bool(getattr(attr_fn, "per_example", False))
+    per_example = contract(attr_fn).per_example
 
     def base(params: Params, x: Tensor, target: TargetSpec, per_call: dict[str, Any]) -> Tensor:
         if baselines is None:
@@ -148,8 +150,7 @@ def xrai(attr_fn: Callable[..., Tensor], *, baselines: str | None = None, min_pi
         result = region_means(values, steps).view(batch, 1, height, width)
         return result.squeeze(0) if per_example else result
 
-    attribute.__name__ = attribute.__qualname__ = "xrai"
-    attribute.__doc__ = xrai.__doc__
-    attribute.per_example = per_example  # type: ignore[attr-defined]
-    attribute.batched_kwargs = ()  # type: ignore[attr-defined]
-    return attribute
+    inner = contract(attr_fn).keywords
+    keywords = None if inner is None else (*inner, "segments")
+    return AttributionFn(attribute, "xrai", Contract(per_example, (), keywords), xrai.__doc__,
+                         compilable=False)  # the segmentation runs on the host

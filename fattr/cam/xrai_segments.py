@@ -92,7 +92,8 @@ class Felzenszwalb:
 
     def __call__(self, x: Tensor) -> Regions:
         """The regions of every image of a (B, C, H, W) batch (a host loop over images)."""
-        images = concrete(x).detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
+        with torch._C._DisableFuncTorch():  # a host copy of the values, also inside grad
+            images = concrete(x).detach().to("cpu", torch.float64).permute(0, 2, 3, 1).numpy()
         pixels = images.shape[1] * images.shape[2]
         per_image = [self.image_regions(image) for image in images]
         count = max(len(regions) for regions in per_image)

@@ -186,8 +186,10 @@ class AttributionFn:
     """A public attribution function: `attr(params, x, target=None, **per_call)`."""
 
     def __init__(self, fn: Callable[..., Any], name: str, contract: Contract,
-                 doc: str | None = None):
-        self._fn = fn
+                 doc: str | None = None, compilable: bool = True):
+        # a method torch.compile cannot trace (custom autograd Functions under a function
+        # mode, host work) runs eagerly inside a compiled caller: one graph break at the call
+        self._fn = fn if compilable else torch.compiler.disable(fn, recursive=True)
         self.__name__ = self.__qualname__ = name
         self.__doc__ = doc
         self.contract = contract
@@ -313,13 +315,14 @@ def finish(model: Model, result: Any) -> Any:
 def attribution(model: Model, compute: Callable[..., Any], *, gradient: bool = True,
                 empty: Callable[[Call], Any] = empty_like_inputs,
                 batched_kwargs: tuple[str, ...] = (), keywords: tuple[str, ...] | None = None,
-                doc: str | None = None) -> AttributionFn:
+                doc: str | None = None, compilable: bool = True) -> AttributionFn:
     """The public attribution function around `compute(params, call, **per_call)`.
 
     `gradient`: the inputs must be floating point. `empty(call)` is the result of an empty
     batch. `batched_kwargs` names the per-call arguments that may hold one row per example (such
     as `baseline`), so wrappers like `smoothgrad` repeat them with x. `keywords` are the
-    per-call keywords accepted (default: those `compute` declares).
+    per-call keywords accepted (default: those `compute` declares). `compilable=False`: under
+    torch.compile the call runs eagerly (a graph break), for methods Dynamo cannot trace.
     """
     method = model.method
     accepted = keywords if keywords is not None else keywords_of(compute)
@@ -333,4 +336,4 @@ def attribution(model: Model, compute: Callable[..., Any], *, gradient: bool = T
         return finish(model, result)
 
     return AttributionFn(attribute, method,
-                         Contract(model.per_example, batched_kwargs, accepted), doc)
+                         Contract(model.per_example, batched_kwargs, accepted), doc, compilable)

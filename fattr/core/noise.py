@@ -24,8 +24,9 @@ from fattr.core.targets import TargetSpec, tile_target
 
 def relative_noise(x: Tensor, samples: int, stdev: float, generator: torch.Generator | None,
                    batched: bool = True) -> Tensor:
-    """N(0, (stdev * (max - min))^2) noise per example, shape (samples, *x.shape)."""
-    flat = x.detach().reshape(x.shape[0], -1) if batched else x.detach().reshape(1, -1)
+    """N(0, (stdev * (max - min))^2) noise per example, shape (samples, *x.shape). The scale
+    is part of the method, so a derivative in x goes through it too."""
+    flat = x.reshape(x.shape[0], -1) if batched else x.reshape(1, -1)
     span = flat.amax(1) - flat.amin(1)
     sigma = (stdev * span).reshape(-1, *([1] * (x.ndim - 1))) if batched else stdev * span
     noise = torch.randn((samples, *x.shape), generator=generator, dtype=x.dtype, device=x.device)

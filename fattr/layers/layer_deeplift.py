@@ -89,4 +89,4 @@ def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
                              tapped.gradients))
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),
-                       batched_kwargs=("baseline",), doc=layer_deeplift.__doc__)
+                       batched_kwargs=("baseline",), doc=layer_deeplift.__doc__, compilable=False)

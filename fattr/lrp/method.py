@@ -189,4 +189,4 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
     def compute(params: Params, call: Call) -> Tensor:
         return call.unpack(input_gradient(relevance, params, call.inputs, call)[0])
 
-    return attribution(base, compute, doc=lrp.__doc__)
+    return attribution(base, compute, doc=lrp.__doc__, compilable=False)

@@ -41,4 +41,5 @@ def deconvnet(f: ModelFn, *, mode: str = "function",
     """
     model = as_model(f, output, "deconvnet")
     rule = formulation(DECONV, mode, "deconvnet")
-    return attribution(model, rule_gradient(model, rule), doc=deconvnet.__doc__)
+    return attribution(model, rule_gradient(model, rule), doc=deconvnet.__doc__,
+                       compilable=mode == "hook")

@@ -258,4 +258,5 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
         references = baselines_for(baseline, call.inputs, "deeplift")
         return call.unpack(pair_attribution(ruled, params, call, call.inputs, references))
 
-    return attribution(model, compute, batched_kwargs=("baseline",), doc=deeplift.__doc__)
+    return attribution(model, compute, batched_kwargs=("baseline",), doc=deeplift.__doc__,
+                       compilable=False)

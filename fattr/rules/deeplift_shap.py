@@ -67,4 +67,4 @@ def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None,
 
         return call.unpack(path_sum(pair, count, call.batch, pairs, xs[0].device))
 
-    return attribution(model, compute, doc=deeplift_shap.__doc__)
+    return attribution(model, compute, doc=deeplift_shap.__doc__, compilable=False)

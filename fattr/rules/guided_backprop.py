@@ -46,4 +46,5 @@ def guided_backprop(f: ModelFn, *, mode: str = "function",
     """
     model = as_model(f, output, "guided_backprop")
     rule = formulation(GUIDED, mode, "guided_backprop")
-    return attribution(model, rule_gradient(model, rule), doc=guided_backprop.__doc__)
+    return attribution(model, rule_gradient(model, rule), doc=guided_backprop.__doc__,
+                       compilable=mode == "hook")

@@ -76,4 +76,4 @@ def rectgrad(f: ModelFn, percentile: float = 98.0, *, mode: str = "function",
     model = as_model(f, output, "rectgrad")
     rule = formulation(rectgrad_rule(float(q)), mode, "rectgrad")
     compute = rule_gradient(model, rule, times_input=True)
-    return attribution(model, compute, doc=rectgrad.__doc__)
+    return attribution(model, compute, doc=rectgrad.__doc__, compilable=mode == "hook")
