@@ -152,7 +152,7 @@ def test_custom_autograd_functions_run_eagerly_inside_a_compiled_caller():
     x = torch.randn(4, 6, dtype=torch.float64)
     for attr in (fattr.guided_backprop(f), fattr.lrp(f, "epsilon"), fattr.deeplift(f)):
         torch._dynamo.reset()
-        caller = lambda p, v: attr(p, v * 1.0, 1).square()  # the caller itself compiles
+        caller = lambda p, v, attr=attr: attr(p, v * 1.0, 1).square()  # the caller compiles
         compiled = torch.compile(caller, backend="aot_eager")(params, x)
         torch.testing.assert_close(compiled, caller(params, x), rtol=1e-12, atol=1e-14)
         torch._dynamo.reset()

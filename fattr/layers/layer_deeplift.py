@@ -62,8 +62,8 @@ def layer_deeplift(f: ModelFn, layer: LayerSpec, eps: float = 1e-10, *,
     `fattr.deeplift`.
 
     torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
-    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
-    them eagerly (same values); fullgraph=True fails.
+    inside vmap, pytorch issue 129845): inside a compiled caller the whole call runs
+    uncompiled (one graph break, same values); fullgraph=True refuses it.
 
     >>> a = fattr.layer_deeplift(f, "layer3")(params, x, target=labels, baseline=0.0)
     >>> a.flatten(1).sum(1)  # == f(x)[:, labels] - f(0)[:, labels] on a ReLU network

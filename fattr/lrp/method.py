@@ -162,8 +162,8 @@ def lrp(f: ModelFn, composite: str | Composite = "epsilon_plus_flat", *, canoniz
     silent plain gradient. A model over input embeddings works as any model: wrap it as
     `forward(embeds, attention_mask)` returning `model(inputs_embeds=embeds, ...).logits`.
     torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
-    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
-    them eagerly (same values); fullgraph=True fails.
+    inside vmap, pytorch issue 129845): inside a compiled caller the whole call runs
+    uncompiled (one graph break, same values); fullgraph=True refuses it.
 
     >>> attr = fattr.lrp(f, "epsilon_gamma_box", low=-2.1, high=2.6)
     >>> r = attr(params, x, target=labels)        # r.sum((1, 2, 3)) ~ the target logits

@@ -239,8 +239,8 @@ def deeplift(f: ModelFn, eps: float = 1e-10, *,
     params (the rules are differentiable torch ops).
 
     torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
-    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
-    them eagerly (same values); fullgraph=True fails.
+    inside vmap, pytorch issue 129845): inside a compiled caller the whole call runs
+    uncompiled (one graph break, same values); fullgraph=True refuses it.
 
     >>> a = fattr.deeplift(f)(params, x, target=labels, baseline=0.0)
     >>> fattr.completeness_gap(f, params, x, a, target=labels, baseline=0.0)  # ~0 for ReLU nets

@@ -37,8 +37,8 @@ def deeplift_shap(f: ModelFn, eps: float = 1e-10, batch_size: int | None = None,
     is allowed (it equals `deeplift`).
 
     torch.compile: the rules are custom autograd Functions, which Dynamo does not trace (nor
-    inside vmap, pytorch issue 129845): a compiled call breaks the graph at each rule and runs
-    them eagerly (same values); fullgraph=True fails.
+    inside vmap, pytorch issue 129845): inside a compiled caller the whole call runs
+    uncompiled (one graph break, same values); fullgraph=True refuses it.
 
     >>> a = fattr.deeplift_shap(f)(params, x, target=labels, baselines=background[:16])
 
