@@ -548,13 +548,11 @@ _REFUSED_CALLS = {F.multi_head_attention_forward: "call the nn.MultiheadAttentio
                   "has a rule) instead of its functional form"}
 
 
-class GradientMode(RuleMode):
-    """Runs one forward of a model under single-backward LRP (see the module docstring)."""
+class StatefulMode(RuleMode):
+    """A rule mode that keeps `forward_state` (the activations' outputs, candidate gates of
+    products) for the forward pass it runs."""
 
-    def __init__(self, table: Mapping[Callable, Handler]):
-        super().__init__(table, {})
-
-    def __enter__(self) -> GradientMode:
+    def __enter__(self) -> StatefulMode:
         self.state = forward_state()
         self.state.__enter__()
         return super().__enter__()
@@ -562,6 +560,13 @@ class GradientMode(RuleMode):
     def __exit__(self, *exc: Any) -> None:
         super().__exit__(*exc)
         self.state.__exit__(*exc)
+
+
+class GradientMode(StatefulMode):
+    """Runs one forward of a model under single-backward LRP (see the module docstring)."""
+
+    def __init__(self, table: Mapping[Callable, Handler]):
+        super().__init__(table, {})
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

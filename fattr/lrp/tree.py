@@ -25,7 +25,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from fattr.errors import FattrError
 from fattr.lrp.attention import RULE_LAYERS
-from fattr.lrp.calls import STRUCTURAL, checked, forward_state, mark_gate, which_gate
+from fattr.lrp.calls import STRUCTURAL, StatefulMode, checked, mark_gate, which_gate
 from fattr.lrp.canonizers import (
     MergedBatchNorm,
     MergedLinear,
@@ -51,7 +51,7 @@ from fattr.lrp.rules import Pass
 from fattr.rules.activation import Activation
 from fattr.rules.nonlinearities import ELU, GELU, LEAKY_RELU, RELU, SIGMOID, SILU, SOFTPLUS, TANH
 from fattr.rules.passes import rule_level
-from fattr.rules.rewrite import RuleMode, RuleModule, call_name, rewrite, scope_routes
+from fattr.rules.rewrite import RuleModule, call_name, rewrite, scope_routes
 
 
 class Gradient:
@@ -313,19 +313,10 @@ def relevance_tree(module: nn.Module, composite: Mapping, canonize: bool = True)
     return tree
 
 
-class RelevanceMode(RuleMode):
+class RelevanceMode(StatefulMode):
     """The routes of the relevance form; a call no route covers runs when it only moves,
     copies or selects values, or acts on nothing that depends on the input, and is refused
     otherwise (naming it), never passed on as a silent plain gradient."""
-
-    def __enter__(self) -> RelevanceMode:
-        self.state = forward_state()  # the activations' outputs, candidate gates of products
-        self.state.__enter__()
-        return super().__enter__()
-
-    def __exit__(self, *exc: Any) -> None:
-        super().__exit__(*exc)
-        self.state.__exit__(*exc)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         if func in ATTENTION_CALLS and not scope_routes().get(func):
