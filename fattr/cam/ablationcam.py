@@ -42,7 +42,7 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
     weights divide by y_t, so a target score near zero gives huge weights (as in the paper).
 
     Args: as `fattr.gradcam`, plus `batch_size`: the most ablated inputs per forward call
-    (None, the default, picks a chunk from the input size: about 2**20 input elements per call
+    (None, the default, picks a chunk from the input size: about 2**19 input elements per call
     on the CPU, 2**24 on a GPU, `fattr.core.chunking.default_batch_size`; pytorch-grad-cam sends
     32). The result does not depend on it.
 

@@ -45,7 +45,7 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
 
     Args: as `fattr.gradcam`, plus
         batch_size: the most masked inputs per forward call; None (default) picks a chunk
-            from the input size (about 2**20 input elements per call on the CPU, 2**24 on a
+            from the input size (about 2**19 input elements per call on the CPU, 2**24 on a
             GPU; `fattr.core.chunking.default_batch_size`; pytorch-grad-cam sends 16). The
             result does not depend on it.
         align_corners: of the bilinear mask upsampling. False (default) as the authors' code;

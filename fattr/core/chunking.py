@@ -26,13 +26,15 @@ def check_batch_size(batch_size: int | None, method: str) -> int | None:
 
 
 # The default chunk (`batch_size=None` where a method says so): model inputs per forward call.
-# On the CPU a forward pass is fastest at about 2**20 input elements (torchvision resnet18,
-# no_grad, one and two threads: 64 rows at 64x64, 128-256 at 32x32, 4-8 at 224x224; a whole
-# batch of 512 at 64x64 is 1.35x slower, 4 rows at a time 1.8x slower); an accelerator wants
-# large calls. Rows are capped so that models with small inputs (token ids) stay bounded.
-ELEMENTS_PER_CALL = {"cpu": 2**20}
+# On the CPU a forward pass is fastest at a few hundred thousand input elements per call
+# (no_grad, one thread, relative to 4 rows a call: torchvision resnet18 0.55 at 64 rows of
+# 64x64 and 0.24 at 128-256 rows of 32x32, best at 4-8 rows of 224x224; a small CNN (16 and 32
+# channels) at 32x32 0.78 at 32 rows, 0.86 at 128, 1.19 at 256; a whole batch of 512 is slower
+# for both); an accelerator wants large calls. Rows are capped so that models with small inputs
+# (token ids) stay bounded. Measured on a shared 2-core machine: see docs/performance.md.
+ELEMENTS_PER_CALL = {"cpu": 2**19}
 ELEMENTS_PER_CALL_ELSEWHERE = 2**24
-ROWS_PER_CALL = {"cpu": 256}
+ROWS_PER_CALL = {"cpu": 128}
 ROWS_PER_CALL_ELSEWHERE = 1024
 
 
