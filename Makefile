@@ -54,8 +54,9 @@ test: $(VENV)/.test
 lint: $(VENV)/.test
 	$(PY) -m ruff check fattr tests benchmarks examples
 
+# benchmarks/RESULTS.md (goals, side-by-side tables, GPU table if measured) and benchmarks/plots/
 bench: $(VENV)/.test
-	$(PY) benchmarks/run.py
+	$(PY) benchmarks/run.py --out benchmarks/RESULTS.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -13,7 +13,12 @@ import ctypes
 import gc
 import statistics
 import time
+import weakref
 from collections.abc import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 
 def median_times(fns: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 2,
@@ -55,6 +60,50 @@ def peak_memory(fn: Callable[[], object]) -> int:
     start = _status_kib("VmRSS")
     fn()
     return max(_status_kib("VmHWM") - start, 0) * 1024
+
+
+class LiveTensorBytes(TorchDispatchMode):
+    """Peak bytes of tensor storage created by torch ops inside the mode and still referenced:
+    a deterministic memory measure (the process's resident size also counts the allocator's
+    fragmentation, which grows with the number of calls). Storage shared by views counts once;
+    tensors made outside the mode (inputs, parameters) do not count."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[int, list[int]] = {}
+        self.total = 0
+        self.peak = 0
+
+    def _release(self, key: int) -> None:
+        entry = self.live[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            self.total -= entry[0]
+            del self.live[key]
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor) or t.device.type == "meta":
+                continue
+            storage = t.untyped_storage()
+            key = storage.data_ptr()
+            if key == 0:
+                continue
+            if key not in self.live:
+                self.live[key] = [storage.nbytes(), 0]
+                self.total += storage.nbytes()
+                self.peak = max(self.peak, self.total)
+            self.live[key][1] += 1
+            weakref.finalize(t, self._release, key)
+        return out
+
+
+def peak_live_bytes(fn: Callable[[], object]) -> int:
+    """Peak tensor bytes one call of `fn` holds at once (`LiveTensorBytes`)."""
+    with LiveTensorBytes() as mode:
+        fn()
+    return mode.peak
 
 
 def compare(fns: dict[str, Callable[[], object]], reference: str, rounds: int = 7,

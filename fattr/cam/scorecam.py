@@ -10,7 +10,7 @@ from torch import Tensor
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample, minmax, resize, spatial
 from fattr.core.call import Call
-from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.chunking import check_batch_size, chunked, default_batch_size
 from fattr.core.inputs import rows_of
 from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
@@ -30,7 +30,7 @@ def weighted_channels(weights: Tensor, maps: Tensor) -> Tensor:
 
 
 def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample = True,
-             batch_size: int | None = 64, *, align_corners: bool = False,
+             batch_size: int | None = None, *, align_corners: bool = False,
              reshape: Reshape = None, output: Callable[[Any], Tensor] | None = None,
              ) -> Callable[..., Tensor]:
     """Score-CAM: each channel, used as a soft mask on the input, is weighted by the score it
@@ -44,8 +44,10 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
     uses eps 1e-8 as pytorch-grad-cam.
 
     Args: as `fattr.gradcam`, plus
-        batch_size: the most masked inputs per forward call (default 64; None sends all B * C
-            at once). The result does not depend on it.
+        batch_size: the most masked inputs per forward call; None (default) picks a chunk
+            from the input size (about 2**19 input elements per call on the CPU, 2**24 on a
+            GPU; `fattr.core.chunking.default_batch_size`; pytorch-grad-cam sends 16). The
+            result does not depend on it.
         align_corners: of the bilinear mask upsampling. False (default) as the authors' code;
             pytorch-grad-cam's UpsamplingBilinear2d uses True. On coarse grids (a ViT's 4x4
             tokens) the two give visibly different masks, and where the channel scores are
@@ -74,7 +76,8 @@ def scorecam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsample
             masks = minmax(masks, spatial(masks), 1e-8)
             return call.score(cam.model, params, (x[ex] * masks, *rows_of(others, ex)), ex)
 
-        kept = chunked(chunk, example, channel, batch_size=batch_size)
+        rows = batch_size or default_batch_size(call.inputs)
+        kept = chunked(chunk, example, channel, batch_size=rows)
         weights = kept.reshape(a.shape[:2]).softmax(1)
         return cam.finish(weighted_channels(weights, a), call)
 

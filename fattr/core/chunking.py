@@ -25,6 +25,30 @@ def check_batch_size(batch_size: int | None, method: str) -> int | None:
     return batch_size
 
 
+# The default chunk (`batch_size=None` where a method says so): model inputs per forward call.
+# On the CPU a forward pass is fastest at a few hundred thousand input elements per call
+# (no_grad, one thread, relative to 4 rows a call: torchvision resnet18 0.55 at 64 rows of
+# 64x64 and 0.24 at 128-256 rows of 32x32, best at 4-8 rows of 224x224; a small CNN (16 and 32
+# channels) at 32x32 0.78 at 32 rows, 0.86 at 128, 1.19 at 256; a whole batch of 512 is slower
+# for both); an accelerator wants large calls. Rows are capped so that models with small inputs
+# (token ids) stay bounded. Measured on a shared 2-core machine: see docs/performance.md.
+ELEMENTS_PER_CALL = {"cpu": 2**19}
+ELEMENTS_PER_CALL_ELSEWHERE = 2**24
+ROWS_PER_CALL = {"cpu": 128}
+ROWS_PER_CALL_ELSEWHERE = 1024
+
+
+def default_batch_size(inputs: tuple[Tensor, ...]) -> int:
+    """The chunk for `batch_size=None`: as many rows (one example's inputs each) as fit in
+    `ELEMENTS_PER_CALL` input elements for the inputs' device, at least 1, at most
+    `ROWS_PER_CALL`."""
+    device = inputs[0].device.type
+    per_row = max(sum(t[0].numel() for t in inputs), 1)
+    budget = ELEMENTS_PER_CALL.get(device, ELEMENTS_PER_CALL_ELSEWHERE)
+    cap = ROWS_PER_CALL.get(device, ROWS_PER_CALL_ELSEWHERE)
+    return max(1, min(budget // per_row, cap))
+
+
 def row_slices(n: int, batch_size: int | None) -> list[slice]:
     step = n if batch_size is None else batch_size
     return [slice(i, min(i + step, n)) for i in range(0, n, max(step, 1))]

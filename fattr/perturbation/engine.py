@@ -31,7 +31,7 @@ from torch import Tensor
 from fattr.core.baselines import baselines_for
 from fattr.core.call import Call, attribution, check_keywords
 from fattr.core.checks import check_generator
-from fattr.core.chunking import check_batch_size, chunked
+from fattr.core.chunking import check_batch_size, chunked, default_batch_size
 from fattr.core.inputs import Inputs, flatten_inputs, split_flat
 from fattr.core.model import Model, ModelFn, Params, as_model
 from fattr.errors import FattrError
@@ -164,8 +164,10 @@ Solve = Callable[[Game, "torch.Generator | None"], Tensor]
 def game_of(model: Model, params: Params, call: Call, batch_size: int | None,
             baseline: Any, feature_mask: Any) -> Game:
     """The `Game` of one call: its fills, features, and whether the model returns one value
-    for the whole batch."""
+    for the whole batch. `batch_size=None` takes `default_batch_size` of the inputs."""
     method = model.method
+    if batch_size is None:
+        batch_size = default_batch_size(call.inputs)
     fills = baselines_for(baseline, call.inputs, method)
     features = feature_groups(feature_mask, call.inputs, method)
     whole = batch_output(model, params, call)

@@ -39,7 +39,8 @@ def feature_permutation(f: ModelFn, batch_size: int | None = None, *,
     Args:
         f: model function `f(params, x)`.
         batch_size: the most model inputs per forward call, mixed across examples and features;
-            None evaluates all at once. The result does not depend on it.
+            None (default) picks a chunk from the input size (`fattr.core.chunking.
+            default_batch_size`). The result does not depend on it.
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, *, feature_mask=None, generator=None) -> Tensor`

@@ -54,7 +54,8 @@ def kernel_shap(f: ModelFn, samples: int = 50, batch_size: int | None = None, *,
         f: model function `f(params, x)`.
         samples: random coalitions per example (default 50), plus the two fixed ones.
         batch_size: the most model inputs per forward call, mixed across examples and
-            coalitions; None evaluates all at once. The result does not depend on it.
+            coalitions; None (default) picks a chunk from the input size
+            (`fattr.core.chunking.default_batch_size`). The result does not depend on it.
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, *, baseline=None, feature_mask=None,

@@ -66,7 +66,8 @@ def lime(f: ModelFn, samples: int = 50, batch_size: int | None = None, *, alpha:
         f: model function `f(params, x)`.
         samples: random coalitions per example (default 50, as captum's Lime.attribute).
         batch_size: the most model inputs per forward call, mixed across examples and samples;
-            None evaluates all at once. The result does not depend on it.
+            None (default) picks a chunk from the input size (`fattr.core.chunking.
+            default_batch_size`). The result does not depend on it.
         alpha: ridge penalty on the coefficients (default 1.0, in sklearn Ridge's scale: the
             weighted sum, not mean, of squared residuals); 0 is plain weighted least squares
             (with fewer samples than features: the minimum-norm coefficients, as sklearn's

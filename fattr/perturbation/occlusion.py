@@ -121,7 +121,9 @@ def occlusion(f: ModelFn, window: Size, stride: Size | None = None,
             the window spans that axis.
         batch_size: the most model inputs per forward call, mixed across examples and window
             positions (captum's perturbations_per_eval counts whole batches instead); None
-            evaluates every position at once. The result does not depend on it.
+            (default) picks a chunk from the input size (about 2**19 input elements per call on
+            the CPU, 2**24 on a GPU; `fattr.core.chunking.default_batch_size`). The result does
+            not depend on it.
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, *, baseline=None) -> Tensor` shaped like x;

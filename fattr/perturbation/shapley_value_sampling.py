@@ -45,7 +45,8 @@ def shapley_value_sampling(f: ModelFn, samples: int = 25, batch_size: int | None
         f: model function `f(params, x)`.
         samples: number of random orderings (default 25, as captum's n_samples).
         batch_size: the most model inputs per forward call, mixed across examples, orderings
-            and prefixes; None evaluates all at once. The result does not depend on it.
+            and prefixes; None (default) picks a chunk from the input size
+            (`fattr.core.chunking.default_batch_size`). The result does not depend on it.
         output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, *, baseline=None, feature_mask=None,

@@ -34,7 +34,8 @@ def shapley_values(f: ModelFn, batch_size: int | None = None, *, max_features: i
     Args:
         f: model function `f(params, x)`.
         batch_size: the most model inputs per forward call, mixed across examples and
-            coalitions; None evaluates all 2^F * B at once. The result does not depend on it.
+            coalitions; None (default) picks a chunk from the input size
+            (`fattr.core.chunking.default_batch_size`). The result does not depend on it.
         max_features: the most features accepted (default 16, i.e. 65536 forward passes per
             example); more raise an error that suggests grouping or sampling.
         output: picks a tensor from the model's output.

@@ -46,25 +46,46 @@ def _pair(t: Tensor) -> Tensor:
 
 
 def _near(delta: Tensor, eps: float) -> Tensor:
-    """True where |x - x0| < eps (the plain derivative is used there). eps is at least the
-    smallest normal number of the dtype: float16 rounds captum's 1e-10 to zero, and 0 / 0
-    would give NaN for every equal pair. A NaN difference (-inf - -inf: a masked attention
-    score in both halves) is near too."""
-    return (delta.abs() < max(eps, torch.finfo(delta.dtype).tiny)) | delta.isnan()
+    """1.0 where |x - x0| < eps (the plain derivative is used there), else 0.0: a float weight,
+    since boolean masks cost several times a float op on CPU. eps is at least the smallest
+    normal number of the dtype: float16 rounds captum's 1e-10 to zero, and 0 / 0 would give NaN
+    for every equal pair. A NaN difference (-inf - -inf: a masked attention score in both
+    halves) is near too: `_differences` makes it 0."""
+    floor = max(eps, torch.finfo(delta.dtype).tiny)
+    return (floor - delta.abs()).sign_().relu_()
+
+
+def _scratch() -> bool:
+    """Whether the rule may overwrite the intermediates it made: nothing records its ops (no
+    graph at any level; a derivative of the attribution needs them unchanged)."""
+    return not torch.is_grad_enabled()
 
 
 def _blend(numerator: Tensor, delta: Tensor, near: Tensor, fallback: Tensor) -> Tensor:
     """numerator / delta where the pair is far apart, `fallback` (per half) where it is near.
 
-    Near elements divide by 1 instead of delta: the unselected branch stays finite, so a
-    derivative of the attribution through `torch.where` gets no 0 * inf = NaN."""
-    secant = numerator / delta.masked_fill(near, 1.0)
-    return torch.where(near, _pair(fallback), secant).flatten(0, 1)
+    Near elements divide by 1 + delta instead of delta: the unselected value stays finite, so a
+    derivative of the attribution gets no 0 * inf = NaN. The choice is a `lerp` with the 0/1
+    weight, exact at both ends. `numerator`, `delta` and `fallback` must be the caller's own
+    intermediates: without a graph they are reused in place (fewer passes over memory)."""
+    far = 1 - near
+    if _scratch():
+        secant = numerator.div_(delta.add_(near))
+        return fallback.lerp_(secant.expand_as(fallback), far.expand_as(fallback)).flatten(0, 1)
+    secant = numerator / (delta + near)
+    return fallback.lerp(secant.expand_as(fallback), far.expand_as(fallback)).flatten(0, 1)
 
 
 def _differences(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """x - x0 and y - y0. A NaN input difference (-inf - -inf) becomes 0, so the pair counts as
+    near and takes the plain derivative."""
     x2, y2 = _pair(x), _pair(y)
-    return x2[0] - x2[1], y2[0] - y2[1]
+    return (x2[0] - x2[1]).nan_to_num_(nan=0.0), y2[0] - y2[1]
+
+
+def _times(g: Tensor, multipliers: Tensor) -> Tensor:
+    """g * multipliers, in place in the multipliers (the rule's own) when nothing records."""
+    return multipliers.mul_(g) if _scratch() else g * multipliers
 
 
 def rescale(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float,
@@ -74,7 +95,8 @@ def rescale(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float,
     The rules are differentiable in x and y; a derivative of the attribution reaches x and y
     through the activation's true derivative (see `fattr.rules.passes`)."""
     dx, dy = _differences(x, y)
-    return g * _blend(dy, dx, _near(dx, eps), activation.derivative(x, y, fn))
+    slope = _pair(activation.derivative(x, y, fn))
+    return _times(g, _blend(dy, dx, _near(dx, eps), slope))
 
 
 def rescale_softmax(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: float) -> Tensor:
@@ -83,7 +105,7 @@ def rescale_softmax(g: Tensor, x: Tensor, y: Tensor, fn: ActivationFn, eps: floa
     y, back = torch.func.vjp(fn, x)
     dx, dy = _differences(x, y)
     plain = back(g)[0]
-    unnormalized = _blend(_pair(g) * dy, dx, _near(dx, eps), plain)
+    unnormalized = _blend(_pair(g) * dy, dx, _near(dx, eps), _pair(plain))
     return unnormalized - unnormalized.mean(fn.keywords["dim"], keepdim=True)
 
 
@@ -124,7 +146,8 @@ def rescale_max_pool(g: Tensor, x: Tensor, y: tuple[Tensor, Tensor], fn: Activat
     top = torch.maximum(y2[0], y2[1])
     shares = _pair(_unpool_sum(g * torch.cat([top - y2[1], y2[0] - top]), x, indices, fn))
     dx = _pair(x)[0] - _pair(x)[1]
-    return _blend(shares[0] + shares[1], dx, _near(dx, eps), _unpool_sum(g, x, indices, fn))
+    return _blend(shares[0] + shares[1], dx, _near(dx, eps),
+                  _pair(_unpool_sum(g, x, indices, fn)))
 
 
 def deeplift_rule(eps: float = 1e-10) -> ActivationRule:

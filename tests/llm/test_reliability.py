@@ -101,7 +101,7 @@ def test_strings_need_a_tokenizer(lm):
 
 def test_unknown_method_argument(lm):
     raises(lm, r"method 'integrated_gradients' takes no argument 'samples'; its arguments are "
-               r"batch_size, quadrature, steps", error=fattr.FattrTypeError, samples=3)
+               r"batch_size, complete, quadrature, steps", error=fattr.FattrTypeError, samples=3)
     raises(lm, r"method 'feature_ablation' takes no argument 'steps'",
            error=fattr.FattrTypeError, method="feature_ablation", steps=3)
 
