@@ -33,7 +33,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fattr
-from benchmarks.harness import median_times, peak_live_bytes
+from benchmarks.harness import median_times, pair_on_numpy2, peak_live_bytes
 from tests.conftest import randomize_batchnorm
 
 
@@ -198,11 +198,7 @@ def perturbation_goals(cheap: bool) -> list[Goal]:
 
 def guided_ig_goal(cheap: bool) -> list[Goal]:
     import saliency.core as pair
-    import saliency.core.guided_ig as guided_ig
 
-    quantile = np.quantile  # PAIR 0.2.1 calls np.quantile(interpolation=), gone in numpy 2
-    guided_ig.np.quantile = lambda a, q, interpolation="linear", **kw: quantile(
-        a, q, method=interpolation, **kw)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
@@ -220,11 +216,12 @@ def guided_ig_goal(cheap: bool) -> list[Goal]:
         return call
 
     gig = fattr.guided_integrated_gradients(f, steps=steps)
-    times = _times({
-        "pair": lambda: [pair.GuidedIG().GetMask(x[b].numpy(), gradients(int(t[b])),
-                                                 x_baseline=base, x_steps=steps)
-                         for b in range(8)],
-        "fattr": lambda: gig(params, x, t)}, rounds=3 if cheap else 5)
+    with pair_on_numpy2():
+        times = _times({
+            "pair": lambda: [pair.GuidedIG().GetMask(x[b].numpy(), gradients(int(t[b])),
+                                                     x_baseline=base, x_steps=steps)
+                             for b in range(8)],
+            "fattr": lambda: gig(params, x, t)}, rounds=3 if cheap else 5)
     return [Goal("Guided IG: PAIR / fattr", times["pair"] / times["fattr"], 3.0, ">=",
                  f"small CNN (8 and 16 channels) 32x32, batch 8, {steps} steps")]
 
@@ -323,11 +320,17 @@ def complete_ig_goal(cheap: bool) -> list[Goal]:
            for k, a in results.items()}
     error = {k: float(((a - reference).flatten(1).norm(dim=1) /
                        reference.flatten(1).norm(dim=1)).mean()) for k, a in results.items()}
+    detail = (f"trained digits CNN, 64 images; mean abs. gap fattr {gap['fattr']:.1e}, captum "
+              f"{gap['captum']:.1e}; mean distance to a 1000-node IG fattr "
+              f"{error['fattr']:.1e}, captum {error['captum']:.1e}")
+    # The goal is an adaptive quadrature: the same accuracy in less time. The
+    # correction closes the gap by construction, so the distance to the converged IG decides.
     return [Goal("complete IG (8 steps) vs captum GL-50: time ratio captum / fattr",
-                 times["captum"] / times["fattr"], 2.0, ">=",
-                 f"trained digits CNN, 64 images; mean |gap| fattr {gap['fattr']:.1e}, captum "
-                 f"{gap['captum']:.1e}; mean distance to a 1000-node IG fattr "
-                 f"{error['fattr']:.1e}, captum {error['captum']:.1e}")]
+                 times["captum"] / times["fattr"], 2.0, ">=", detail),
+            Goal("complete IG (8 steps) / captum GL-50: distance to a 1000-node IG",
+                 error["fattr"] / error["captum"], 1.0, "<=",
+                 "adaptive per-example step allocation is not built; this is the accuracy "
+                 "the time ratio above buys")]
 
 
 SECTIONS: dict[str, Callable[[bool], list[Goal]]] = {

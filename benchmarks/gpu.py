@@ -44,7 +44,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fattr
-from benchmarks.harness import peak_live_bytes
+from benchmarks.harness import pair_on_numpy2, peak_live_bytes
 
 
 @dataclass(frozen=True)
@@ -256,11 +256,7 @@ def perturbation_rows(setup: Setup) -> list[Row]:
 
 def guided_ig_rows(setup: Setup) -> list[Row]:
     import saliency.core as pair
-    import saliency.core.guided_ig as guided_ig
 
-    quantile = np.quantile  # PAIR 0.2.1 calls np.quantile(interpolation=), gone in numpy 2
-    guided_ig.np.quantile = lambda a, q, interpolation="linear", **kw: quantile(
-        a, q, method=interpolation, **kw)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
@@ -281,11 +277,13 @@ def guided_ig_rows(setup: Setup) -> list[Row]:
 
     gig = fattr.guided_integrated_gradients(f, steps=steps)
     images = x.cpu().numpy()
-    return measure(setup, f"Guided IG, small CNN 32x32, batch 8, {steps} steps", {
-        "fattr guided_integrated_gradients": lambda: gig(params, x, t),
-        "PAIR GuidedIG (one image at a time)": lambda: [
-            pair.GuidedIG().GetMask(images[b], gradients(b), x_baseline=base, x_steps=steps)
-            for b in range(8)]}, 8, rounds=2)
+    with pair_on_numpy2():
+        return measure(setup, f"Guided IG, small CNN 32x32, batch 8, {steps} steps", {
+            "fattr guided_integrated_gradients": lambda: gig(params, x, t),
+            "PAIR GuidedIG (one image at a time)": lambda: [
+                pair.GuidedIG().GetMask(images[b], gradients(b), x_baseline=base,
+                                        x_steps=steps)
+                for b in range(8)]}, 8, rounds=2)
 
 
 def markdown(rows: list[Row], device: str) -> str:

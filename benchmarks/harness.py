@@ -9,16 +9,32 @@ Results are ratios against a named reference, never lone absolute times.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import statistics
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+
+
+@contextlib.contextmanager
+def pair_on_numpy2() -> Iterator[None]:
+    """PAIR 0.2.1 calls `np.quantile(..., interpolation=)`, removed in numpy 2: translate it
+    while the block runs (PAIR's module `np` is numpy itself, so the patch is undone after)."""
+    import numpy as np
+
+    quantile = np.quantile
+    np.quantile = lambda a, q, interpolation="linear", **kw: quantile(
+        a, q, method=interpolation, **kw)
+    try:
+        yield
+    finally:
+        np.quantile = quantile
 
 
 def median_times(fns: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 2,

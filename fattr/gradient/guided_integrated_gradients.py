@@ -105,9 +105,11 @@ def guided_integrated_gradients(f: ModelFn, steps: int = 200, fraction: float = 
     PAIR's numbers, equal to 1e-9).
 
     Args:
-        f: model function. steps: path steps (PAIR default 200). fraction: features moved per
-        inner iteration (default 0.25). max_dist: allowed L1 deviation from the straight line
-        in units of alpha (default 0.02).
+        f: model function.
+        steps: path steps (PAIR default 200).
+        fraction: features moved per inner iteration (default 0.25).
+        max_dist: allowed L1 deviation from the straight line in units of alpha (default 0.02).
+        output: picks a tensor from the model's output.
 
     Returns `attr(params, x, target=None, baseline=None)` shaped like x.
 
