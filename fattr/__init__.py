@@ -35,6 +35,7 @@ from fattr.core import functional, per_example, trainable
 from fattr.errors import FattrError, FattrTypeError
 from fattr.explain import explain
 from fattr.gradient import (
+    adaptive_integrated_gradients,
     blur_integrated_gradients,
     completeness_gap,
     gradient_shap,
@@ -94,7 +95,8 @@ def __getattr__(name: str):
 
 
 __all__ = [  # every public name (tests/core/test_core.py checks it against dir(fattr))
-    "FattrError", "FattrTypeError", "ablationcam", "blur_integrated_gradients", "cameras",
+    "FattrError", "FattrTypeError", "ablationcam", "adaptive_integrated_gradients",
+    "blur_integrated_gradients", "cameras",
     "completeness_gap", "deconvnet", "deeplift", "deeplift_shap", "eigencam", "eigengradcam",
     "explain", "feature_ablation", "feature_permutation", "fem", "fullgrad", "fullgrad_terms",
     "functional", "gradcam", "gradcam_elementwise", "gradcam_plus_plus", "gradient_shap", "guided",

@@ -86,6 +86,8 @@ _ROWS = (
     MethodInfo("saliency", "gradient", gradient.saliency),
     MethodInfo("input_x_gradient", "gradient", gradient.input_x_gradient),
     MethodInfo("integrated_gradients", "path", gradient.integrated_gradients, complete=True),
+    MethodInfo("adaptive_integrated_gradients", "path", gradient.adaptive_integrated_gradients,
+               complete=True, per_example=False, compile="eager"),
     MethodInfo("gradient_shap", "path", gradient.gradient_shap, stochastic=True,
                compile="fullgraph, generator=None"),
     MethodInfo("blur_integrated_gradients", "path", gradient.blur_integrated_gradients),

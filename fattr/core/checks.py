@@ -30,6 +30,21 @@ def concrete(t: Tensor) -> Tensor:
     return t
 
 
+def any_over_transforms(t: Tensor) -> Tensor:
+    """A boolean tensor's logical shape, true where it is true for ANY row of the vmapped
+    dimensions around it: the plain tensor under torch.func's wrappers with every vmap level's
+    batch dimension reduced by `any`. For a decision on the host (which rows to compute) that
+    must serve every vmapped call at once. Not for torch.compile (functorch queries)."""
+    while (_functorch.is_batchedtensor(t) or _functorch.is_gradtrackingtensor(t)
+           or _functorch.is_functionaltensor(t)):
+        batched = _functorch.is_batchedtensor(t)
+        bdim = _functorch.maybe_get_bdim(t) if batched else -1
+        t = _functorch.get_unwrapped(t)
+        if batched and bdim >= 0:
+            t = t.any(dim=bdim)
+    return t
+
+
 def host_values(t: Tensor) -> Tensor | None:
     """The values of `t` for a check on the host (`concrete(t)`), or None while torch.compile
     traces, where such a check would be a graph-breaking `Tensor.item()`: it is skipped."""

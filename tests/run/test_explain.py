@@ -59,7 +59,9 @@ def test_complete_methods_sum_to_the_output_difference(digits, name):
     f, params = fattr.functional(model)
     target = torch.tensor([0, 3, 7])
     kwargs = {"generator": torch.Generator().manual_seed(0)} if METHODS[name].stochastic else {}
-    if METHODS[name].family == "path" or name == "layer_conductance":
+    if name == "adaptive_integrated_gradients":
+        kwargs["tolerance"] = 1e-3
+    elif METHODS[name].family == "path" or name == "layer_conductance":
         kwargs["steps"] = 256
     mask = torch.arange(16)[:, None] // 8 * 2 + torch.arange(16)[None, :] // 8   # 4 features
     if METHODS[name].family == "perturbation":
@@ -71,6 +73,8 @@ def test_complete_methods_sum_to_the_output_difference(digits, name):
     gap = (a.flatten(1).sum(1) - rise).abs()
     if name in ("integrated_gradients", "layer_conductance"):  # quadrature over ReLU kinks
         assert (gap <= 5e-3 * rise.abs() + 1e-4).all(), (gap, rise)
+    elif name == "adaptive_integrated_gradients":  # within tolerance, or max_steps reached
+        assert (gap <= 1e-3 * rise.abs() + 1e-4).all(), (gap, rise)
     else:  # exact up to float64 rounding
         assert (gap <= 1e-9 * rise.abs() + 1e-12).all(), (gap, rise)
 
