@@ -165,6 +165,55 @@ def test_ablationcam_does_not_compute_the_layer_again_for_each_ablation(cnn):
     assert forward_calls(net[4], lambda: fattr.ablationcam(f, "4", batch_size=2)(params, x, t)) == 1
 
 
+def _general_path(monkeypatch):
+    import importlib
+
+    module = importlib.import_module("fattr.cam.ablationcam")
+    monkeypatch.setattr(module, "_prefix_once", lambda *args: None)
+
+
+@pytest.mark.parametrize("layer", ["layer1", "layer3", "layer4.0.conv2"])
+def test_ablationcam_prefix_once_equals_the_general_path(monkeypatch, layer):
+    """The layers before the tapped one run on one row per image and chunk; the replayed
+    output carries the ablated rows (residual blocks around and after the layer included)."""
+    net = resnet18().double()
+    f, params = fattr.functional(net)
+    x, t = torch.randn(3, 3, 32, 32, dtype=torch.float64), [1, 5, 9]
+    fast = fattr.ablationcam(f, layer, relu=False, batch_size=48)(params, x, t)
+    _general_path(monkeypatch)
+    general = fattr.ablationcam(f, layer, relu=False, batch_size=48)(params, x, t)
+    torch.testing.assert_close(fast, general, rtol=1e-9, atol=1e-12)
+
+
+def test_ablationcam_runs_the_layers_before_the_tapped_one_once_per_image_and_chunk(cnn):
+    net, f, params, x, t = cnn
+    channels = fattr.layer_activation(f, "4")(params, x).shape[1]
+    chunks = -(-channels // 4)
+    calls = forward_calls(net[0], lambda: fattr.ablationcam(f, "4", batch_size=4)(params, x, t))
+    assert calls == 1 + 1 + x.shape[0] * chunks  # recorded run, the check, per image and chunk
+
+
+class _BatchFromInput(torch.nn.Module):
+    """Reshapes by the INPUT's batch size after the layer: rows cannot be added there."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        h = self.net[:5](x)
+        return self.net[5:](h.reshape(x.shape[0], *h.shape[1:]))
+
+
+def test_ablationcam_takes_the_general_path_for_a_model_that_needs_the_input_batch(
+        monkeypatch, cnn):
+    net, _, _, x, t = cnn
+    g, p = fattr.functional(_BatchFromInput(net).eval())
+    got = fattr.ablationcam(g, "net.4", batch_size=5)(p, x, t)
+    _general_path(monkeypatch)
+    torch.testing.assert_close(got, fattr.ablationcam(g, "net.4", batch_size=5)(p, x, t))
+
+
 class _TupleOut(torch.nn.Module):
     """Returns (tensor, extra): the ablated passes must then edit, not replay, the output."""
 
