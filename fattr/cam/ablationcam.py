@@ -7,16 +7,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch._functorch.pyfunctorch import retrieve_all_functorch_interpreters
 from torch.func import vjp
 
 from fattr.cam.engine import LayerCam, Reshape, Upsample
-from fattr.cam.scorecam import channel_rows, weighted_channels
+from fattr.cam.scorecam import weighted_channels
 from fattr.core.call import Call
-from fattr.core.chunking import check_batch_size, chunked, default_batch_size
-from fattr.core.inputs import Inputs, rows_of
+from fattr.core.chunking import check_batch_size, default_batch_size
 from fattr.core.model import ModelFn, Params
-from fattr.errors import FattrError
+from fattr.layers.edits import edited_scores
 from fattr.layers.taps import LayerSpec
 
 
@@ -76,53 +74,11 @@ def ablationcam(f: ModelFn, layer: LayerSpec, relu: bool = True, upsample: Upsam
         raw = cam.tap.one(recorded)
         y = call.target.select(out)
         a = cam.grid(raw)
-        example, channel = channel_rows(a)
-
-        def chunk(ex: Tensor, ch: Tensor, inputs: Inputs | None = None) -> Tensor:
-            """Scores of rows (example ex, channel ch ablated). With `inputs` (one image),
-            the model runs on that one row and the replayed layer output has all the rows."""
-            ablated = cam.tap.replayed(
-                params, call, rows_of(call.inputs, ex) if inputs is None else inputs,
-                ex[:1] if inputs is not None else ex, [without(ch, raw[ex])])
-            return call.target.select(ablated, ex)
-
         rows = batch_size or default_batch_size(call.inputs)
-        dropped = _prefix_once(chunk, call, y, a.shape[1], rows)
-        if dropped is None:
-            dropped = chunked(chunk, example, channel, batch_size=rows).reshape(a.shape[:2])
+        dropped = edited_scores(cam.tap, params, call, raw, y,
+                                lambda ch, ex: without(ch, raw[ex]), a.shape[1], rows)
         weights = (y.unsqueeze(1) - dropped) / y.unsqueeze(1)
         return cam.finish(weighted_channels(weights, a), call)
 
     return cam.attribution(compute, ablationcam.__doc__)
 
-
-def _prefix_once(chunk: Callable[..., Tensor], call: Call, y: Tensor, channels: int,
-                 rows: int) -> Tensor | None:
-    """(B, C) scores of the ablated rows with the layers before the tapped one computed ONCE
-    per image and chunk: the model runs on one row of inputs, and the replayed layer output
-    carries all the chunk's rows, so what follows the layer sees them as a batch (what comes
-    before it broadcasts). Used in plain eager calls without per-example model arguments, and
-    only if the model passes a check: two unablated rows must score as the image itself (a
-    model that mixes rows or reads the input's batch size fails it, or raises). None: take the
-    general path."""
-    if torch.compiler.is_compiling() or call.extras.any_per_example or \
-            retrieve_all_functorch_interpreters():  # (the functorch query cannot be traced)
-        return None
-    device = y.device
-    first = torch.zeros(1, dtype=torch.long, device=device)
-    try:
-        check = chunk(first.expand(2), torch.full((2,), -1, device=device),
-                      rows_of(call.inputs, first))
-    except (RuntimeError, IndexError, ValueError, FattrError):
-        return None
-    if check.shape != (2,) or not torch.allclose(check, y[:1].expand(2), rtol=1e-4,
-                                                 atol=1e-6 * (1 + float(y[0].abs()))):
-        return None
-    per_image = []
-    for b in range(call.batch):
-        image = torch.full((1,), b, dtype=torch.long, device=device)
-        one = rows_of(call.inputs, image)
-        per_image.append(chunked(lambda ch, one=one, image=image: chunk(
-            image.expand(ch.shape[0]), ch, one), torch.arange(channels, device=device),
-            batch_size=rows))
-    return torch.stack(per_image)

@@ -11,10 +11,10 @@ from torch import Tensor
 from fattr.core.baselines import BaselineSpec, baseline_like
 from fattr.core.call import Call, attribution
 from fattr.core.checks import check_broadcasts
-from fattr.core.chunking import check_batch_size, chunked
-from fattr.core.inputs import rows_of
+from fattr.core.chunking import check_batch_size
 from fattr.core.model import ModelFn, Params
 from fattr.errors import FattrError
+from fattr.layers.edits import edited_scores
 from fattr.layers.paths import layer_tap
 from fattr.layers.taps import LayerSpec, Tap, empty_layer_output
 from fattr.perturbation.engine import as_result, full_scores, single_feature
@@ -41,25 +41,20 @@ def _check_mask(layer_mask: object, method: str) -> None:
 
 
 def ablated_scores(tap: Tap, params: Params, call: Call, features: Features, fill: Tensor,
-                   batch_size: int | None) -> Tensor:
+                   full: Tensor, batch_size: int | None) -> Tensor:
     """Target score with each neuron group of the layer set to `fill`, shape (F, B).
 
-    Rows are (group, example) pairs, `batch_size` of them per forward, mixed across groups and
-    examples; each runs the model on its example with the layer's recorded output, edited,
-    in place of the layer (`Tap.replayed`: the layer is not computed again)."""
-    count, batch, device = features.count, call.batch, call.first.device
-    group = torch.arange(count, device=device).repeat_interleave(batch)
-    example = torch.arange(batch, device=device).repeat(count)
+    Rows are (example, group) pairs, `batch_size` of them per forward; each runs the model with
+    the layer's recorded output, edited, in place of the layer (`fattr.layers.edits`: the layer
+    is not computed again, and the layers before it run once per example and chunk where the
+    model allows). `full` (B,) are the unablated scores."""
     removed = single_feature(features)
     recorded = tap.one(tap.read(params, call, call.inputs))
 
-    def chunk(g: Tensor, b: Tensor) -> Tensor:
-        edited = torch.where(removed(g, b).reshape(-1, *recorded.shape[1:]), fill[b],
-                             recorded[b])
-        out = tap.replayed(params, call, rows_of(call.inputs, b), b, [edited])
-        return call.target.select(out, b)
+    def edit(g: Tensor, b: Tensor) -> Tensor:
+        return torch.where(removed(g, b).reshape(-1, *recorded.shape[1:]), fill[b], recorded[b])
 
-    return chunked(chunk, group, example, batch_size=batch_size).reshape(count, batch)
+    return edited_scores(tap, params, call, recorded, full, edit, features.count, batch_size).T
 
 
 def layer_feature_ablation(f: ModelFn, layer: LayerSpec, batch_size: int | None = None, *,
@@ -70,9 +65,10 @@ def layer_feature_ablation(f: ModelFn, layer: LayerSpec, batch_size: int | None 
 
         abl(x)_n = f(x) - f(x with the layer's neurons in group(n) set to the baseline)
 
-    (captum's LayerFeatureAblation on the layer's output.) The model runs on x with the layer's
-    output edited by a forward hook; rows of (group, example) pairs are sent `batch_size` at a
-    time, mixed across groups and examples (no loop over examples).
+    (captum's LayerFeatureAblation on the layer's output.) The model runs with the layer's
+    recorded output edited in its place (the layer is not computed again); rows of (example,
+    group) pairs are sent `batch_size` at a time, and in a plain eager call the layers before
+    the tapped one run once per example and chunk (`fattr.layers.edits`).
 
     Args:
         f: a model function from `fattr.functional` (or `per_example` of one).
@@ -111,8 +107,8 @@ def layer_feature_ablation(f: ModelFn, layer: LayerSpec, batch_size: int | None 
         like = torch.zeros(shape, dtype=dtype, device=device)
         fill = baseline_like(baseline, like, name)
         features = feature_groups(layer_mask, (like,), name)
-        drops = full_scores(model, params, call, batch_size) - ablated_scores(
-            tap, params, call, features, fill, batch_size)
+        full = full_scores(model, params, call, batch_size)
+        drops = full - ablated_scores(tap, params, call, features, fill, full, batch_size)
         return as_result(features.expand(drops.T), (like,))[0]
 
     return attribution(model, compute, gradient=False, empty=empty_layer_output(tap),

@@ -168,7 +168,7 @@ def test_ablationcam_does_not_compute_the_layer_again_for_each_ablation(cnn):
 def _general_path(monkeypatch):
     import importlib
 
-    module = importlib.import_module("fattr.cam.ablationcam")
+    module = importlib.import_module("fattr.layers.edits")
     monkeypatch.setattr(module, "_prefix_once", lambda *args: None)
 
 

@@ -336,3 +336,32 @@ def test_model_unchanged_after_calls_on_every_kind_of_layer(cnn):
         fattr.layer_feature_ablation(f, layer)(params, x, TARGET, layer_mask=torch.zeros(
             1, 1, 1, 1, dtype=torch.long))
     assert_unchanged(net, before)
+
+
+def _rows_through(module: nn.Module, fn) -> int:
+    seen = []
+    handle = module.register_forward_hook(lambda _, args, __: seen.append(args[0].shape[0]))
+    try:
+        fn()
+    finally:
+        handle.remove()
+    return sum(seen)
+
+
+def test_layer_feature_ablation_runs_the_layers_before_once_per_example_and_chunk(
+        cnn, monkeypatch):
+    """In a plain call the layers before the tapped one run on one row per example and chunk
+    (the ablated rows join at the replayed layer); the numbers equal the general path's."""
+    import importlib
+
+    net, f, params, x, _ = cnn
+    ablation = fattr.layer_feature_ablation(f, "4", batch_size=32)
+    run = lambda: ablation(params, x, TARGET)
+    fast, fast_rows = run(), _rows_through(net[0], run)
+    monkeypatch.setattr(importlib.import_module("fattr.layers.edits"), "_prefix_once",
+                        lambda *args: None)
+    general, general_rows = run(), _rows_through(net[0], run)
+    torch.testing.assert_close(fast, general, rtol=1e-10, atol=1e-12)
+    # 3 examples x 96 neurons = 288 ablated rows; the fast path: 3 examples x 3 chunks of one
+    # row each, and one row for the check (the scoring and reading passes are the same)
+    assert general_rows - fast_rows == 288 - (9 + 1), (general_rows, fast_rows)
