@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import fattr
 from benchmarks.harness import median_times, pair_on_numpy2, peak_live_bytes
-from tests.conftest import randomize_batchnorm
+from tests.conftest import one_thread, randomize_batchnorm
 
 
 @dataclass(frozen=True)
@@ -366,16 +366,12 @@ SECTIONS: dict[str, Callable[[bool], list[Goal]]] = {
 
 def measure(cheap: bool = False, sections: tuple[str, ...] | None = None) -> list[Goal]:
     warnings.filterwarnings("ignore")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        goals = []
+    goals = []
+    with one_thread():
         for name in sections or tuple(SECTIONS):
             goals += SECTIONS[name](cheap)
             print(f"measured {name}", file=sys.stderr, flush=True)
-        return goals
-    finally:
-        torch.set_num_threads(threads)
+    return goals
 
 
 def markdown(goals: list[Goal]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tests.influence.models import one_thread
+from tests.conftest import one_thread
 from tests.test_examples import example
 
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.conftest import one_thread
 from tests.test_examples import example
 
 decoy_digits = example("decoy_digits")
 
 
-@pytest.fixture(scope="module")
-def one_thread():
+@pytest.fixture(scope="module", name="one_thread")
+def _one_thread_for_the_module():
     """A 16x16 CNN trains fastest, and reproducibly, on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

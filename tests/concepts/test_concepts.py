@@ -11,8 +11,7 @@ from torch import nn
 import fattr
 from fattr.concepts.tcav_significance import student_t_test
 from fattr.run.digits import trained_digits_cnn
-from tests.conftest import directional_derivative
-from tests.influence.models import one_thread
+from tests.conftest import directional_derivative, one_thread
 
 
 def strokes(n: int, row: int, generator: torch.Generator) -> torch.Tensor:

@@ -9,17 +9,15 @@ import torch
 from torch import nn
 
 import fattr
+from benchmarks.harness import pair_on_numpy2
 from tests.conftest import mlp
 
 
 @pytest.fixture(autouse=True)
-def _pair_on_numpy2(monkeypatch):
+def _pair_on_numpy2():
     """PAIR 0.2.1 calls np.quantile(..., interpolation=), removed in numpy 2: translate it."""
-    import saliency.core.guided_ig as guided_ig
-
-    quantile = np.quantile
-    shim = lambda a, q, interpolation="linear", **kw: quantile(a, q, method=interpolation, **kw)
-    monkeypatch.setattr(guided_ig.np, "quantile", shim)
+    with pair_on_numpy2():
+        yield
 
 
 def pair_gradients(net: nn.Module, target: int, channels_last: bool = False):

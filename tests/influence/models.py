@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from fattr.run.digits import digits_cnn, load_digits, train
+from tests.conftest import one_thread
 
 
 class Run(NamedTuple):
@@ -18,17 +17,6 @@ class Run(NamedTuple):
     checkpoints: list[dict[str, Tensor]]
     rates: list[float]
     data: tuple[Tensor, Tensor, Tensor, Tensor]  # x_train, y_train, x_test, y_test
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small models train 50x faster on one intra-op thread on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def digits_run(rows: int = 400, epochs: int = 3, seed: int = 0) -> Run:

@@ -18,6 +18,7 @@ from torch import nn
 import fattr
 from fattr.lrp import CPLRP, AttnLRP, Epsilon, FrozenStd, Gamma, first
 from tests.conftest import assert_unchanged, directional_derivative, state_snapshot
+from tests.lrp.reference_rules import IdentityRule, ScaleGrad
 
 EXACT = {"epsilon": 0.0, "stabilizer": 0.0}  # LRP-0: Gradient x Input without stabilizers
 
@@ -142,31 +143,6 @@ def forward_is_plain(net: nn.Module) -> bool:
 
 # hand-written AttnLRP reference --------------------------------------------------------------
 
-class _ScaleGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.factor, None
-
-
-class _IdentityRule(torch.autograd.Function):
-    """y = gelu(x), gradient y / x * g (AttnLRP's identity rule in Gradient x Input form)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = F.gelu(x)
-        ctx.save_for_backward(y / x)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return ctx.saved_tensors[0] * g
-
-
 def reference_vit(net: nn.Module, x: torch.Tensor, attn: str) -> torch.Tensor:
     """torchvision's ViT forward in explicit ops with AttnLRP's (or CP-LRP's) modified
     gradient: std detached in LayerNorm, GELU by the identity rule, q and k gradients / 4 and v
@@ -182,7 +158,7 @@ def reference_vit(net: nn.Module, x: torch.Tensor, attn: str) -> torch.Tensor:
         w, b = p[prefix + ".in_proj_weight"], p[prefix + ".in_proj_bias"]
         q, k, v = (F.linear(h, wi, bi) for wi, bi in zip(w.chunk(3), b.chunk(3)))
         if attn == "attnlrp":
-            q, k, v = _ScaleGrad.apply(q, 0.25), _ScaleGrad.apply(k, 0.25), _ScaleGrad.apply(v, 0.5)
+            q, k, v = ScaleGrad.apply(q, 0.25), ScaleGrad.apply(k, 0.25), ScaleGrad.apply(v, 0.5)
         else:
             q, k = q.detach(), k.detach()
         split = lambda t: t.reshape(*t.shape[:2], heads, -1).transpose(1, 2)
@@ -200,7 +176,7 @@ def reference_vit(net: nn.Module, x: torch.Tensor, attn: str) -> torch.Tensor:
         h = h + attention(layer_norm(h, block + ".ln_1"), block + ".self_attention")
         m = F.linear(layer_norm(h, block + ".ln_2"), p[block + ".mlp.0.weight"],
                      p[block + ".mlp.0.bias"])
-        h = h + F.linear(_IdentityRule.apply(m), p[block + ".mlp.3.weight"],
+        h = h + F.linear(IdentityRule.apply(m, F.gelu), p[block + ".mlp.3.weight"],
                          p[block + ".mlp.3.bias"])
     logits = F.linear(layer_norm(h, "encoder.ln")[:, 0], p["heads.head.weight"],
                       p["heads.head.bias"])
@@ -470,9 +446,9 @@ def reference_attention(net: SelfAttention, x: torch.Tensor, target: int) -> tor
     xk = x.flip(1) if net.call == "cross" else x
     w, b = attn.in_proj_weight.chunk(3), attn.in_proj_bias.chunk(3)
     split = lambda t: t.unflatten(-1, (heads, -1)).transpose(1, 2)
-    q = split(_ScaleGrad.apply(F.linear(x, w[0], b[0]), 0.25))
-    k = split(_ScaleGrad.apply(F.linear(xk, w[1], b[1]), 0.25))
-    v = split(_ScaleGrad.apply(F.linear(xk, w[2], b[2]), 0.5))
+    q = split(ScaleGrad.apply(F.linear(x, w[0], b[0]), 0.25))
+    k = split(ScaleGrad.apply(F.linear(xk, w[1], b[1]), 0.25))
+    v = split(ScaleGrad.apply(F.linear(xk, w[2], b[2]), 0.5))
     scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
     if net.call == "mask":
         scores = scores + attention_mask(x.shape[1]).to(x)

@@ -14,6 +14,7 @@ from torch import nn
 import fattr
 from tests.conftest import assert_unchanged, directional_derivative, state_snapshot
 from tests.lrp import lxt_reference
+from tests.lrp.reference_rules import IdentityRule, ScaleGrad
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()
@@ -121,31 +122,6 @@ def test_parity_with_lxt(kind, composite):
         transformers.models.gpt2.modeling_gpt2.GPT2MLP.forward.__module__.startswith("transform")
 
 
-class _Scale(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.factor, None
-
-
-class _Identity(torch.autograd.Function):
-    """y = silu(x) with gradient y / x (the identity rule)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = F.silu(x)
-        ctx.save_for_backward(y / x)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        return ctx.saved_tensors[0] * g
-
-
 def reference_llama(net: Embeds, x: torch.Tensor, composite: str, eager: bool
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Llama's forward in explicit ops with AttnLRP's (or CP-LRP's) modified gradient: RMSNorm's
@@ -183,7 +159,7 @@ def reference_llama(net: Embeds, x: torch.Tensor, composite: str, eager: bool
         v = split(F.linear(a, p[block + "self_attn.v_proj.weight"]))
         k, v = k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1)
         if composite == "attnlrp":
-            q, k, v = _Scale.apply(q, 0.25), _Scale.apply(k, 0.25), _Scale.apply(v, 0.5)
+            q, k, v = ScaleGrad.apply(q, 0.25), ScaleGrad.apply(k, 0.25), ScaleGrad.apply(v, 0.5)
         else:
             q, k = q.detach(), k.detach()
         scores = q @ k.transpose(-1, -2) / math.sqrt(size) + causal
@@ -192,9 +168,9 @@ def reference_llama(net: Embeds, x: torch.Tensor, composite: str, eager: bool
         out = (attention @ v).transpose(1, 2).reshape(batch, length, heads * size)
         h = h + F.linear(out, p[block + "self_attn.o_proj.weight"])
         m = rms(h, block + "post_attention_layernorm.weight")
-        gate = _Identity.apply(F.linear(m, p[block + "mlp.gate_proj.weight"]))
+        gate = IdentityRule.apply(F.linear(m, p[block + "mlp.gate_proj.weight"]), F.silu)
         up = F.linear(m, p[block + "mlp.up_proj.weight"])
-        product = _Scale.apply(gate * up, 0.5) if composite == "attnlrp" else gate.detach() * up
+        product = ScaleGrad.apply(gate * up, 0.5) if composite == "attnlrp" else gate.detach() * up
         h = h + F.linear(product, p[block + "mlp.down_proj.weight"])
     logits = F.linear(rms(h, "model.norm.weight"), p["lm_head.weight"])
     torch.testing.assert_close(logits, net(x), rtol=1e-5, atol=1e-7)  # HF: float32 RMSNorm

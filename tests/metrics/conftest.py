@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import pytest
 import torch
 
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Train the tiny digits CNN on one thread: on a loaded 2-core machine two threads make
-    its small batches about 10x slower (measured), and one is as fast when idle."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from tests.conftest import one_thread
 
 
 @pytest.fixture(scope="session")

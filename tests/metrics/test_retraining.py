@@ -8,7 +8,7 @@ import torch
 
 import fattr
 from fattr.data.digits import digits_cnn, train
-from tests.metrics.conftest import one_thread
+from tests.conftest import one_thread
 
 
 def trainer(x, y):

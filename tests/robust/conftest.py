@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.influence.models import one_thread
+from tests.conftest import one_thread
 
 
 @pytest.fixture(autouse=True, scope="module")

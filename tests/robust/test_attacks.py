@@ -11,8 +11,7 @@ from torch import nn
 
 import fattr
 from fattr.run.digits import digits_cnn, trained_digits_cnn
-from tests.conftest import directional_derivative
-from tests.influence.models import one_thread
+from tests.conftest import directional_derivative, one_thread
 
 
 def cross_entropy(out, target):
