@@ -65,7 +65,7 @@ class Bare(nn.Module):
 
 
 class Unhandled(nn.Module):
-    def get_input_embeddings(self):
+    def get_input_embeddings(self):  # as transformers' PreTrainedModel base class does
         raise NotImplementedError
 
 

@@ -55,7 +55,8 @@ def test_per_example_tensor_argument_follows_its_example():
         ig = fattr.integrated_gradients(f, steps=10, batch_size=batch_size)
         ours = ig(params, x, TARGET, model_kwargs={"add_input": add})
         torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-8)
-        assert torch.equal(ig(params, x, TARGET, model_args=(add,)), ours)  # same call
+        torch.testing.assert_close(ig(params, x, TARGET, model_args=(add,)), ours, rtol=1e-12,
+                                   atol=1e-14)  # the same call, positional
 
 
 @pytest.mark.parametrize("abs_", [True, False])
